@@ -1,0 +1,27 @@
+"""Installable package: ``pip install -e .`` (add ``[test]`` for the test tools)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fefa_speechbrain",
+    version="0.1.0",
+    description=(
+        "Fine-grained Early Frequency Attention (Hajavi & Etemad) as SpeechBrain lobes, "
+        "with the paper's backbones and a VoxCeleb recipe"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["fefa_speechbrain", "fefa_speechbrain.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "speechbrain>=1.1",
+        "torch",
+        "torchaudio",
+        "hyperpyyaml",
+        "soundfile",
+        "numpy",
+        "sentencepiece",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "hypothesis"]},
+    license="Apache-2.0",
+)
