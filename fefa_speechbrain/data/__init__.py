@@ -1,0 +1,1 @@
+"""Data handling: audio reading, atomic writing, corpus preparation, the synthetic demo corpus."""
