@@ -1,0 +1,140 @@
+"""Datasets for speaker-embedding training, on SpeechBrain's DynamicItemDataset.
+
+The CSVs are those of SpeechBrain's VoxCeleb recipe (``ID, duration, wav, start, stop,
+spk_id``; start/stop in samples), so CSVs made by SpeechBrain's own preparation work
+unchanged. Training items are random crops of ``sentence_len`` seconds inside each
+chunk; a chunk shorter than that is used whole (the models are length-aware, so the
+padding added by batching does not leak into the embedding).
+
+A file that cannot be read at training time (possible when preparation only checked
+headers) does not stop the run: the item becomes ``audio_ok = False`` with a short silent
+signal, a warning names the file once, and :class:`fefa_speechbrain.training.SpeakerBrain`
+leaves such items out of the loss.
+"""
+
+import logging
+import random
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.utils.distributed import run_on_main
+
+from fefa_speechbrain.data.audio import AudioError, load_audio
+
+logger = logging.getLogger(__name__)
+
+_reported_bad_files = set()
+
+
+def crop_bounds(start, stop, crop_samples, rng=random, randomize=True):
+    """A window of ``crop_samples`` inside [start, stop), or the whole span if shorter.
+
+    The window is random when ``randomize``, else the first ``crop_samples``.
+
+    Example
+    -------
+    >>> crop_bounds(0, 100, 200)
+    (0, 100)
+    >>> s, e = crop_bounds(0, 1000, 300, random.Random(0)); e - s, 0 <= s <= 700
+    (300, True)
+    """
+    if crop_samples is None or stop - start <= crop_samples:
+        return start, stop
+    offset = rng.randint(0, stop - start - crop_samples) if randomize else 0
+    return start + offset, start + offset + crop_samples
+
+
+def read_segment(wav, start, stop, sample_rate):
+    """Reads ``wav[start:stop]``; on a bad file returns (silence, False) and warns once."""
+    try:
+        return load_audio(wav, start=start, stop=stop, sample_rate=sample_rate), True
+    except AudioError as err:
+        if wav not in _reported_bad_files:
+            _reported_bad_files.add(wav)
+            logger.warning("Skipping unreadable training audio: %s", err)
+        return torch.zeros(max(stop - start, 1) if stop else sample_rate), False
+
+
+def speaker_dataset(
+    csv_path, crop_seconds=None, sample_rate=16000, data_root=None, random_crop=True
+):
+    """A DynamicItemDataset yielding ``sig`` (a crop), ``audio_ok`` and ``spk_id``.
+
+    Arguments
+    ---------
+    csv_path : str
+        SpeechBrain-style CSV (ID, duration, wav, start, stop, spk_id).
+    crop_seconds : float or None
+        Random crop length; None reads each chunk whole (validation, embedding).
+    sample_rate : int
+        Target rate; other rates are resampled at load time.
+    data_root : str
+        Replaces ``$data_root`` in the CSV's wav column, as in SpeechBrain.
+    random_crop : bool
+        Random crops (training) or the first ``crop_seconds`` of each chunk (validation,
+        so that the validation error is comparable across epochs).
+    """
+    replacements = {"data_root": data_root} if data_root else {}
+    dataset = DynamicItemDataset.from_csv(csv_path=csv_path, replacements=replacements)
+    crop = None if crop_seconds is None else int(round(crop_seconds * sample_rate))
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig", "audio_ok")
+    def audio_pipeline(wav, start, stop):
+        begin, end = crop_bounds(int(start), int(stop), crop, randomize=random_crop)
+        sig, ok = read_segment(wav, begin, end, sample_rate)
+        yield sig
+        yield ok
+
+    sb.dataio.dataset.add_dynamic_item([dataset], audio_pipeline)
+    return dataset
+
+
+def add_label_pipeline(datasets, label_encoder):
+    """Adds ``spk_id_encoded`` ([1] long tensor) to every dataset."""
+
+    @sb.utils.data_pipeline.takes("spk_id")
+    @sb.utils.data_pipeline.provides("spk_id_encoded")
+    def label_pipeline(spk_id):
+        yield label_encoder.encode_sequence_torch([spk_id])
+
+    sb.dataio.dataset.add_dynamic_item(datasets, label_pipeline)
+
+
+def load_label_encoder(path, train_dataset):
+    """Creates the speaker label file once (on the main process) and loads it everywhere."""
+    encoder = CategoricalEncoder()
+    run_on_main(
+        encoder.load_or_create,
+        kwargs={"path": path, "from_didatasets": [train_dataset], "output_key": "spk_id"},
+    )
+    encoder.load_if_possible(path)
+    return encoder
+
+
+def dataio_prep(hparams):
+    """Train and valid datasets plus the label encoder, from the recipe's hparams.
+
+    Keys read: ``train_annotation``, ``valid_annotation``, ``sentence_len``,
+    ``sample_rate``, ``data_folder``, ``save_folder``.
+    """
+    train = speaker_dataset(
+        hparams["train_annotation"],
+        crop_seconds=hparams["sentence_len"],
+        sample_rate=hparams["sample_rate"],
+        data_root=hparams["data_folder"],
+    )
+    valid = speaker_dataset(
+        hparams["valid_annotation"],
+        crop_seconds=hparams["sentence_len"],
+        sample_rate=hparams["sample_rate"],
+        data_root=hparams["data_folder"],
+        random_crop=False,
+    )
+    encoder = load_label_encoder(f"{hparams['save_folder']}/label_encoder.txt", train)
+    add_label_pipeline([train, valid], encoder)
+    for dataset in (train, valid):
+        dataset.set_output_keys(["id", "sig", "audio_ok", "spk_id_encoded"])
+    return train, valid, encoder

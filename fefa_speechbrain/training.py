@@ -1,0 +1,85 @@
+"""Speaker-embedding training with SpeechBrain's Brain loop.
+
+The forward pass is the one SpeechBrain's inference classes replay, so an exported model
+computes exactly what was trained::
+
+    feats = compute_features(wavs)            # Spectrogram: [B, T, 257]
+    feats = mean_var_norm(feats, lens)        # FrameNormalization
+    emb = embedding_model(feats, lens)        # backbone with FEFA: [B, 1, D]
+    logits = classifier(emb)                  # SpeakerClassifier: [B, 1, n_speakers]
+
+Everything else comes from SpeechBrain: DDP through torchrun, ``--precision`` for mixed
+precision, checkpoints and resume through the Checkpointer (``--ckpt_interval_minutes``
+for intra-epoch checkpoints), augmentation through SpeechBrain's ``Augmenter``
+(``augment: True``).
+"""
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.metric_stats import MetricStats
+from speechbrain.nnet.losses import classification_error
+
+
+class SpeakerBrain(sb.core.Brain):
+    """Trains ``embedding_model`` + ``classifier`` to classify training speakers.
+
+    hparams used: ``compute_cost``, ``lr_annealing``, ``train_logger``, and
+    ``augment`` (bool) with ``augmenter`` (a SpeechBrain ``Augmenter``).
+    """
+
+    def _augmenter(self, stage):
+        if stage != sb.Stage.TRAIN or not getattr(self.hparams, "augment", False):
+            return None
+        return self.hparams.augmenter
+
+    def compute_forward(self, batch, stage):
+        """Waveforms -> speaker logits."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        augment = self._augmenter(stage)
+        if augment is not None:
+            wavs, lens = augment(wavs, lens)
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        embeddings = self.modules.embedding_model(feats, lens)
+        return self.modules.classifier(embeddings), lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Speaker classification loss over the items whose audio could be read."""
+        predictions, lens = predictions
+        spkid, _ = batch.spk_id_encoded
+        ok = torch.as_tensor(batch.audio_ok, device=predictions.device, dtype=torch.bool)
+        augment = self._augmenter(stage)
+        if augment is not None:
+            spkid = augment.replicate_labels(spkid)
+            ok = augment.replicate_labels(ok)
+        if not bool(ok.any()):
+            return predictions.sum() * 0.0
+        loss = self.hparams.compute_cost(predictions[ok], spkid[ok], lens[ok])
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics.append(batch.id, predictions, spkid, lens)
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the validation error counter."""
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics = MetricStats(metric=classification_error)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, anneals the learning rate, and checkpoints after validation."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["ErrorRate"] = self.error_metrics.summarize("average")
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"ErrorRate": stats["ErrorRate"]}, min_keys=["ErrorRate"]
+            )

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Speaker verification with a trained FEFA model: cosine scoring of a trial list.
+
+Embeds every file of the trial list once (batched), scores each trial by cosine
+similarity (optionally s-norm / adaptive s-norm against training speakers), and reports
+EER and normalized minDCF (p_target 0.01 and 0.05), computed by sorting.
+
+To run:
+    python speaker_verification.py hparams/verification.yaml \
+        --experiment_folder=results/thin_resnet34_gvlad/fefa_single/1986 \
+        --verification_file=/data/voxceleb1/veri_test2.txt --audio_root=/data/voxceleb1/wav
+Outputs (in <experiment_folder>/verification by default): scores.txt, results.json, det.png.
+"""
+
+import sys
+
+import speechbrain as sb
+
+from fefa_speechbrain.recipe import load_hparams
+from fefa_speechbrain.verification import evaluate_experiment
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    hparams = load_hparams(hparams_file, overrides)
+    results = evaluate_experiment(
+        experiment_folder=hparams["experiment_folder"],
+        verification_file=hparams["verification_file"],
+        output_folder=hparams["output_folder"],
+        audio_root=hparams["audio_root"],
+        batch_size=hparams["batch_size"],
+        score_norm=hparams["score_norm"],
+        cohort_csv=hparams["cohort_csv"],
+        cohort_utts_per_speaker=hparams["cohort_utts_per_speaker"],
+        cohort_size=hparams["cohort_size"],
+        device=run_opts.get("device", "cpu"),
+        seed=hparams["seed"],
+    )
+    print(
+        f"EER {100 * results['eer']:.2f}%  minDCF(0.01) {results['min_dcf_0.01']:.4f}  "
+        f"minDCF(0.05) {results['min_dcf_0.05']:.4f}  ({results['n_target']} target / "
+        f"{results['n_nontarget']} non-target trials)"
+    )
+    for name, path in results["outputs"].items():
+        print(f"{name}: {path}")
