@@ -64,7 +64,7 @@ class AtomicCheckpointer(Checkpointer):
         self._staging = True
         try:
             staged = super().save_checkpoint(
-                meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
+                meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG
             )
         finally:
             self._staging = False
@@ -76,6 +76,8 @@ class AtomicCheckpointer(Checkpointer):
             shutil.rmtree(final)
         os.replace(staged.path, final)
         _fsync_dir(final.parent)
+        kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
+        logger.log(verbosity, "Saved an %s checkpoint in %s", kind, final)
         paramfiles = {key: final / path.name for key, path in staged.paramfiles.items()}
         return Checkpoint(final, staged.meta, paramfiles)
 

@@ -14,6 +14,8 @@ for intra-epoch checkpoints), augmentation through SpeechBrain's ``Augmenter``
 (``augment: True``).
 """
 
+import functools
+
 import speechbrain as sb
 import torch
 from speechbrain.utils.metric_stats import MetricStats
@@ -63,7 +65,9 @@ class SpeakerBrain(sb.core.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Resets the validation error counter."""
         if stage != sb.Stage.TRAIN:
-            self.error_metrics = MetricStats(metric=classification_error)
+            self.error_metrics = MetricStats(
+                metric=functools.partial(classification_error, reduction="batch")
+            )
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs, anneals the learning rate, and checkpoints after validation."""
