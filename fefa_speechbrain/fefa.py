@@ -97,7 +97,7 @@ class FEFA(torch.nn.Module):
             scores = pooled * self.weight + self.bias
         else:
             scores = self.weight.expand_as(pooled)
-        weights = torch.softmax(scores.float(), dim=-1).to(pooled.dtype)
+        weights = torch.softmax(scores.float(), dim=-1)
         if self.rescale:
             weights = weights * self.n_bins
         if self.apply_mode == "pooled":
@@ -117,7 +117,7 @@ class FEFA(torch.nn.Module):
             )
         weights = self.attention(self._pool(x, lengths))
         self.last_attention = weights.detach()
-        return x * weights.unsqueeze(1)
+        return x * weights.to(x.dtype).unsqueeze(1)
 
 
 class FEFA2d(FEFA):
@@ -181,6 +181,7 @@ class FEFA2d(FEFA):
             )
         weights = self.attention(self._pool(x, lengths))
         self.last_attention = weights.detach()
+        weights = weights.to(x.dtype)
         if self.per_channel:
             return x * weights.unsqueeze(2)
         return x * weights.unsqueeze(1).unsqueeze(1)

@@ -84,6 +84,9 @@ def mask_time(x, abs_lengths, time_dim=1):
 def masked_mean(x, abs_lengths, time_dim=1, extra_dims=()):
     """Mean over the valid frames of ``time_dim`` (and over ``extra_dims`` entirely).
 
+    Accumulates in float32 whatever the input precision (a float16 sum overflows), and
+    returns float32.
+
     Arguments
     ---------
     x : torch.Tensor
@@ -101,10 +104,10 @@ def masked_mean(x, abs_lengths, time_dim=1, extra_dims=()):
     >>> masked_mean(x, torch.tensor([2]))
     tensor([[2.]])
     """
-    mask = _broadcast_mask(time_mask(abs_lengths, x.shape[time_dim]), x, time_dim)
+    mask = _broadcast_mask(time_mask(abs_lengths, x.shape[time_dim]), x, time_dim).float()
     dims = (time_dim,) + tuple(extra_dims)
-    total = (x * mask.to(x.dtype)).sum(dim=dims)
-    count = mask.to(x.dtype).expand_as(x).sum(dim=dims)
+    total = (x.float() * mask).sum(dim=dims)
+    count = mask.expand_as(x).sum(dim=dims)
     return total / count
 
 

@@ -1,0 +1,137 @@
+"""VGG-M (Nagrani, Chung and Zisserman, VoxCeleb 2017) with FEFA, on 257 one-sided bins.
+
+Layer by layer (257 bins x 300 frames in, maps written channels x freq x time; kernels
+and strides are the same along both axes unless noted):
+
+==========  =====================================  ==================
+layer       detail                                 output
+==========  =====================================  ==================
+conv1       7x7, 96, stride 2, pad 1, BN ReLU        96 x 127 x 148
+mpool1      3x3, stride 2                            96 x 63 x 73
+conv2       5x5, 256, stride 2, pad 1, BN ReLU      256 x 31 x 36
+mpool2      3x3, stride 2                           256 x 15 x 17
+conv3-5     3x3, 384 / 256 / 256, pad 1, BN ReLU    256 x 15 x 17
+mpool5      5 (freq) x 3 (time), stride 3 x 2       256 x 4 x 8
+fc6         conv 4 (all bins) x 1, 4096, BN ReLU   4096 x 1 x 8
+apool6      mean over the valid frames                4096
+fc7         linear (bias) 4096 -> emb_dim, ReLU     emb_dim (1024)
+==========  =====================================  ==================
+
+Adaptation to one-sided spectra: the original took 512 two-sided bins and its fc6
+spanned 9 bins; here fc6 spans whatever frequency extent remains (4 for 257 bins).
+Convs have no bias (BN follows). With ``width=1`` and 257 bins the network has
+11.37 M parameters (16.6 M in the original, whose fc6 is more than twice as large).
+"""
+
+import torch
+
+from fefa_speechbrain.placement import ConvBN, FEFABackbone, MaskedMaxPool2d, scaled_channels
+from fefa_speechbrain.pooling import TemporalAveragePooling
+
+FC6_CHANNELS = 4096
+# Shortest input (frames) for which every layer keeps at least one frame, going back
+# from mpool5: it needs 3 frames out of mpool2, which needs 7 out of conv2, which needs
+# 15 out of mpool1, which needs 31 out of conv1, which needs 65 input frames.
+MIN_FRAMES = 65
+
+
+class VGGM(FEFABackbone):
+    """VGG-M speaker embedding model with FEFA.
+
+    Input: spectrogram [batch, time, n_bins] with relative lengths; output: embeddings
+    [batch, 1, emb_dim]. Padded frames are masked at every layer, so in eval mode the
+    embeddings do not depend on batch padding. Inputs shorter than 65 frames (0.65 s,
+    the shortest the layers accept) are zero-padded internally to 65 frames; only
+    their valid frames count in the pooling.
+
+    FEFA insertion points
+    ---------------------
+    - ``fefa="single"``: one FEFA(n_bins) on the input spectrogram.
+    - ``fefa="multi"``: the input FEFA, plus a FEFA2d after every layer that changes the
+      map's size: after conv1 (BN, ReLU), mpool1, conv2 (BN, ReLU), mpool2 and mpool5
+      (127, 63, 31, 15 and 4 bins for 257). fc6 also changes the size, to a single bin,
+      where attention over frequency is meaningless: no FEFA2d there.
+
+    Arguments
+    ---------
+    n_bins : int
+        Frequency bins of the input.
+    fefa : str
+        "none", "single" or "multi".
+    aggregation : str
+        Only "tap" (apool6, temporal average pooling), as published.
+    emb_dim : int
+        Embedding size (fc7).
+    width : float
+        Multiplies every conv channel count, fc6's 4096 included (rounded, at least 8);
+        1.0 is the published network.
+    fefa_kernel, fefa_apply, fefa_rescale, fefa_per_channel
+        Options of the FEFA modules (see :mod:`fefa_speechbrain.fefa`).
+
+    Example
+    -------
+    >>> model = VGGM(fefa="multi", emb_dim=64, width=0.125).eval()
+    >>> model(torch.rand(2, 30, 257), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 1, 64])
+    >>> [m.n_bins for m in model.fefa_modules()]
+    [257, 127, 63, 31, 15, 4]
+    """
+
+    def __init__(
+        self,
+        n_bins=257,
+        fefa="single",
+        aggregation="tap",
+        emb_dim=1024,
+        width=1.0,
+        fefa_kernel="local",
+        fefa_apply="scale",
+        fefa_rescale=True,
+        fefa_per_channel=False,
+    ):
+        if aggregation != "tap":
+            raise ValueError(f"VGGM supports only aggregation='tap', got {aggregation!r}")
+        super().__init__(
+            n_bins,
+            fefa,
+            fefa_kernel,
+            fefa_apply,
+            fefa_rescale,
+            fefa_per_channel,
+            min_frames=MIN_FRAMES,
+        )
+        c1, c2, c3, c4, c5 = (scaled_channels(c, width) for c in (96, 256, 384, 256, 256))
+        self.layers = torch.nn.ModuleDict(
+            {
+                "conv1": ConvBN(1, c1, 7, stride=2, padding=1),
+                "mpool1": MaskedMaxPool2d(3, 2),
+                "conv2": ConvBN(c1, c2, 5, stride=2, padding=1),
+                "mpool2": MaskedMaxPool2d(3, 2),
+                "conv3": ConvBN(c2, c3, 3, padding=1),
+                "conv4": ConvBN(c3, c4, 3, padding=1),
+                "conv5": ConvBN(c4, c5, 3, padding=1),
+                "mpool5": MaskedMaxPool2d((3, 5), (2, 3)),
+            }
+        )
+        channels = {"conv1": c1, "conv2": c2, "conv3": c3, "conv4": c4, "conv5": c5}
+        bins, current = n_bins, 1
+        for name, layer in self.layers.items():
+            out_bins = layer.output_bins(bins)
+            current = channels.get(name, current)
+            if out_bins != bins:  # every layer here changes time and freq together
+                self.add_hidden_fefa(name, current, out_bins)
+            bins = out_bins
+        fc6 = scaled_channels(FC6_CHANNELS, width)
+        self.fc6 = ConvBN(current, fc6, (1, bins))
+        self.pool = TemporalAveragePooling(fc6)
+        self.fc7 = torch.nn.Linear(fc6, emb_dim)
+
+    def forward(self, x, lengths=None):
+        """x: [batch, time, n_bins]; lengths: relative [batch] -> [batch, 1, emb_dim]."""
+        x, lengths = self.prepare_input(x, lengths)
+        for name, layer in self.layers.items():
+            x, lengths = layer(x, lengths)
+            x = self.attend(name, x, lengths)
+        x, lengths = self.fc6(x, lengths)
+        pooled = self.pool(x.squeeze(3), lengths)
+        return torch.relu(self.fc7(pooled)).unsqueeze(1)
