@@ -5,6 +5,13 @@ Where normalization sits relative to FEFA
 The pipeline is ``Spectrogram -> FrameNormalization -> FEFA -> backbone``, the same
 order as SpeechBrain's ``compute_features -> mean_var_norm -> embedding_model``.
 
+Lengths: the models take relative lengths in *frames*. Training and
+:class:`fefa_speechbrain.inference.SpeakerEmbedder` convert waveform lengths with
+:meth:`Spectrogram.frame_lengths`, which makes an utterance's embedding identical alone
+and zero-padded in a batch. SpeechBrain's ``encode_batch`` passes waveform lengths
+unchanged; no rule on (relative length, frames) alone can be exact there, so a padded
+utterance may gain or lose its last, half-padded frame (embedding changes of order 1e-3).
+
 FEFA's query is the time average of each frequency bin. A per-bin mean normalization
 over time (SpeechBrain's ``InputNormalization(norm_type="sentence")``, VGGVox's loader)
 makes every bin's time average exactly zero, so FEFA would see the same query for every
@@ -68,6 +75,7 @@ class Spectrogram(torch.nn.Module):
             window_fn=torch.hamming_window,
         )
         self.n_bins = n_fft // 2 + 1
+        self.hop_samples = int(round(sample_rate * hop_length / 1000.0))
         self.power = power
         self.log = log
         self.eps = eps
@@ -81,6 +89,48 @@ class Spectrogram(torch.nn.Module):
             if self.log:
                 spec = torch.log(spec + self.eps)
         return spec
+
+    def frame_lengths(self, lengths, num_samples):
+        """Relative lengths in frames that are exact for this front-end.
+
+        Centred frames number ``1 + n // hop`` for ``n`` samples, which is not
+        proportional to ``n``: ``round(relative * frames)`` can be one frame off for a
+        zero-padded utterance, and then its embedding differs from the one it gets alone.
+        Pass the result of this method to the model instead of the waveform lengths.
+
+        Arguments
+        ---------
+        lengths : torch.Tensor
+            Relative waveform lengths [batch].
+        num_samples : int
+            Padded number of samples of the batch.
+
+        Example
+        -------
+        >>> spec = Spectrogram()
+        >>> rel = spec.frame_lengths(torch.tensor([1.0, 7200 / 9700]), 9700)
+        >>> torch.round(rel * spec(torch.zeros(1, 9700)).shape[1]).tolist()
+        [61.0, 46.0]
+        """
+        samples = torch.round(torch.as_tensor(lengths, dtype=torch.float64) * num_samples)
+        frames = 1 + torch.div(samples, self.hop_samples, rounding_mode="floor")
+        total = 1 + num_samples // self.hop_samples
+        return (frames / total).to(torch.float32)
+
+
+def feature_lengths(compute_features, lengths, num_samples):
+    """Relative feature lengths for a front-end: exact where it knows its framing.
+
+    Example
+    -------
+    >>> feature_lengths(Spectrogram(), torch.tensor([0.5]), 32000)
+    tensor([0.5025])
+    >>> feature_lengths(torch.nn.Identity(), torch.tensor([0.5]), 32000)
+    tensor([0.5000])
+    """
+    if hasattr(compute_features, "frame_lengths"):
+        return compute_features.frame_lengths(lengths, num_samples).to(lengths.device)
+    return lengths
 
 
 class FrameNormalization(torch.nn.Module):

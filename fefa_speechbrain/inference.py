@@ -4,7 +4,8 @@ An experiment folder is what ``train_speaker_embeddings.py`` leaves behind:
 ``hyperparams.yaml`` (with the command-line overrides applied) and ``save/CKPT+*``
 checkpoints. :func:`load_experiment` rebuilds the modules and loads the checkpoint with
 the lowest validation error; :class:`SpeakerEmbedder` runs the same forward pass as
-training (and as SpeechBrain's ``EncoderClassifier.encode_batch``).
+training (and as SpeechBrain's ``EncoderClassifier.encode_batch``, except that the
+lengths given to the model are frame-exact, so padding never changes an embedding).
 """
 
 import os
@@ -12,6 +13,7 @@ import os
 import torch
 
 from fefa_speechbrain.data.audio import load_audio
+from fefa_speechbrain.features import feature_lengths
 from fefa_speechbrain.recipe import load_hparams
 
 EMBEDDING_KEYS = ("compute_features", "mean_var_norm", "embedding_model")
@@ -86,6 +88,7 @@ class SpeakerEmbedder:
             lengths = torch.ones(wavs.shape[0], device=self.device)
         lengths = lengths.to(self.device)
         feats = self.modules["compute_features"](wavs)
+        lengths = feature_lengths(self.modules["compute_features"], lengths, wavs.shape[1])
         feats = self.modules["mean_var_norm"](feats, lengths)
         emb = self.modules["embedding_model"](feats, lengths)
         return emb.reshape(emb.shape[0], -1).float().cpu()

@@ -4,6 +4,7 @@ The forward pass is the one SpeechBrain's inference classes replay, so an export
 computes exactly what was trained::
 
     feats = compute_features(wavs)            # Spectrogram: [B, T, 257]
+    lens = feature_lengths(...)               # frame-exact relative lengths
     feats = mean_var_norm(feats, lens)        # FrameNormalization
     emb = embedding_model(feats, lens)        # backbone with FEFA: [B, 1, D]
     logits = classifier(emb)                  # SpeakerClassifier: [B, 1, n_speakers]
@@ -20,6 +21,8 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.metric_stats import MetricStats
 from speechbrain.nnet.losses import classification_error
+
+from fefa_speechbrain.features import feature_lengths
 
 
 class SpeakerBrain(sb.core.Brain):
@@ -42,8 +45,9 @@ class SpeakerBrain(sb.core.Brain):
         if augment is not None:
             wavs, lens = augment(wavs, lens)
         feats = self.modules.compute_features(wavs)
-        feats = self.modules.mean_var_norm(feats, lens)
-        embeddings = self.modules.embedding_model(feats, lens)
+        feat_lens = feature_lengths(self.modules.compute_features, lens, wavs.shape[1])
+        feats = self.modules.mean_var_norm(feats, feat_lens)
+        embeddings = self.modules.embedding_model(feats, feat_lens)
         return self.modules.classifier(embeddings), lens
 
     def compute_objectives(self, predictions, batch, stage):
