@@ -1,0 +1,740 @@
+"""Export a trained experiment to a SpeechBrain pretrained-model folder.
+
+:func:`export_pretrained` turns the output folder of ``train_speaker_embeddings.py``
+into a folder laid out like SpeechBrain's hub models::
+
+    hyperparams.yaml       modules, label_encoder, pretrainer (inference only)
+    embedding_model.ckpt   state dict of the best checkpoint (lowest ErrorRate)
+    classifier.ckpt        state dict of the speaker classifier of that checkpoint
+    label_encoder.ckpt     the training speakers (CategoricalEncoder text format)
+    config.json            {"speechbrain_interface": "SpeakerRecognition", ...metadata}
+    README.md              what the model is and how to load it
+
+Loading it, offline (SpeechBrain 1.1.2)::
+
+    from speechbrain.inference.speaker import SpeakerRecognition
+    model = SpeakerRecognition.from_hparams(source="path/to/folder", savedir=None)
+    score, same = model.verify_files("enrol.wav", "test.wav")
+
+``EncoderClassifier.from_hparams`` takes the same arguments. How SpeechBrain fetches
+a local folder: ``source`` must be an existing directory (anything else is taken for a
+HuggingFace model id and needs the network). With ``savedir=None`` (or ``savedir`` equal
+to the folder) every file is read in place. With another ``savedir`` SpeechBrain puts
+symlinks to the folder's files there and reuses whatever file already sits in it:
+use a fresh ``savedir`` per model.
+
+Design decisions
+----------------
+- The module definitions of ``hyperparams.yaml`` are cut out of the experiment's saved
+  yaml text (round-trip, tags kept): the keys ``compute_features``, ``mean_var_norm``,
+  ``embedding_model``, ``classifier`` and ``sample_rate`` and every top-level key they
+  reach through ``!ref <key>`` strings or YAML aliases. No data paths, checkpointer,
+  logger or optimizer; no per-model code.
+- The pretrainer has no ``paths``: SpeechBrain then looks for ``<loadable>.ckpt`` in the
+  ``source`` folder given to ``from_hparams``, so the folder can be moved, copied or
+  uploaded as a whole. (A ``pretrained_path`` key would have to hold an absolute path,
+  which breaks when the folder moves.) For the same reason the label encoder is stored
+  as ``label_encoder.ckpt``, the name SpeechBrain's Pretrainer gives it.
+- SpeechBrain's default parameter transfer only logs a warning for weights it cannot
+  place, which silently yields a random model. The exported yaml uses
+  :func:`load_checked_state_dict` instead: a missing, unreadable or mismatching file
+  raises an error naming the file and the offending keys and shapes.
+- The export is atomic: the folder is built next to ``out_dir`` under a hidden name,
+  checked with :func:`check_pretrained_folder`, compared with the experiment's own
+  embeddings, and only then renamed to ``out_dir``.
+"""
+
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import speechbrain
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, TaggedScalar
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.utils.checkpoints import torch_patched_state_dict_load
+
+import fefa_speechbrain
+from fefa_speechbrain.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.recipe import load_hparams
+
+INTERFACE = "SpeakerRecognition"
+MODULE_KEYS = ("compute_features", "mean_var_norm", "embedding_model", "classifier")
+LOADABLES = ("embedding_model", "classifier", "label_encoder")
+REQUIRED_FILES = ("hyperparams.yaml",) + tuple(f"{name}.ckpt" for name in LOADABLES)
+GENERATED_KEYS = ("audio_normalizer", "modules", "label_encoder", "pretrainer")
+REFERENCE_TAGS = ("!ref", "!copy")
+REFERENCE = re.compile(r"<([^<>]*)>")
+EMBEDDING_ATOL = 1e-5
+
+INFERENCE_BLOCK = """
+# Inference interface (SpeechBrain's EncoderClassifier / SpeakerRecognition)
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+# No `paths`: each loadable is read from <source>/<name>.ckpt, where source is the folder
+# given to from_hparams. The hooks refuse missing or mismatching files instead of
+# SpeechBrain's default transfer, which only warns.
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+    custom_hooks:
+        embedding_model: !name:fefa_speechbrain.export.load_checked_state_dict
+        classifier: !name:fefa_speechbrain.export.load_checked_state_dict
+        label_encoder: !name:fefa_speechbrain.export.load_label_encoder
+"""
+
+AUDIO_NORMALIZER_BLOCK = """
+# Resampling and down-mixing of the files given to verify_files / classify_file
+audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+    sample_rate: !ref <sample_rate>
+"""
+
+
+class PretrainedFolderError(ValueError):
+    """A pretrained folder, or the experiment it comes from, cannot give a working model."""
+
+
+def make_inference_yaml(training_yaml, source="hyperparams.yaml"):
+    """The text of an inference ``hyperparams.yaml`` built from a training yaml's text.
+
+    Keeps ``compute_features``, ``mean_var_norm``, ``embedding_model``, ``classifier``
+    (and ``sample_rate`` when present) with every top-level key they reach through
+    ``!ref``/``!copy`` strings or YAML aliases, in the training yaml's order, then adds
+    ``modules``, ``label_encoder`` and a ``pretrainer``.
+
+    Arguments
+    ---------
+    training_yaml : str
+        Text of the training yaml (tags such as ``!new:`` and ``!ref`` are kept as written).
+    source : str
+        Name of that yaml, for error messages.
+
+    Returns
+    -------
+    str : the inference yaml.
+
+    Example
+    -------
+    >>> text = '''
+    ... data_folder: /data
+    ... width: 4
+    ... lin: !new:torch.nn.Linear
+    ...     in_features: !ref <width>
+    ...     out_features: 2
+    ... compute_features: !new:fefa_speechbrain.features.Spectrogram
+    ... mean_var_norm: !new:fefa_speechbrain.features.FrameNormalization
+    ... embedding_model: !new:torch.nn.Sequential [!ref <lin>]
+    ... classifier: !new:torch.nn.Linear [2, 3]
+    ... '''
+    >>> inference = make_inference_yaml(text)
+    >>> "data_folder" in inference, "width: 4" in inference
+    (False, True)
+    >>> hparams = load_hyperpyyaml(inference)
+    >>> sorted(hparams["modules"]), hparams["embedding_model"][0] is hparams["lin"]
+    (['classifier', 'compute_features', 'embedding_model', 'mean_var_norm'], True)
+    """
+    yaml = _round_trip_yaml()
+    tree = yaml.load(training_yaml)
+    if not isinstance(tree, Mapping):
+        raise PretrainedFolderError(f"{source} is not a yaml mapping of hyperparameters")
+    missing = [key for key in MODULE_KEYS if key not in tree]
+    if missing:
+        raise PretrainedFolderError(
+            f"{source} defines no {missing}: SpeechBrain's speaker interfaces need "
+            f"{list(MODULE_KEYS)}"
+        )
+    roots = list(MODULE_KEYS) + (["sample_rate"] if "sample_rate" in tree else [])
+    kept = _closure(tree, roots, source)
+    clashes = sorted(set(kept) & set(GENERATED_KEYS))
+    if clashes:
+        raise PretrainedFolderError(
+            f"{source}: the modules use the keys {clashes}, which the pretrained yaml "
+            "needs for SpeechBrain's interface; rename them in the training yaml"
+        )
+    subset = CommentedMap((key, tree[key]) for key in kept)
+    with tempfile.SpooledTemporaryFile(mode="w+", encoding="utf-8") as stream:
+        yaml.dump(subset, stream)
+        stream.seek(0)
+        definitions = stream.read()
+    blocks = [definitions.rstrip("\n") + "\n", INFERENCE_BLOCK]
+    if "sample_rate" in kept:
+        blocks.insert(1, AUDIO_NORMALIZER_BLOCK)
+    return "".join(blocks)
+
+
+def _round_trip_yaml():
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=4, sequence=4, offset=2)
+    yaml.width = 4096
+    return yaml
+
+
+def _closure(tree, roots, source):
+    """Top-level keys reached from ``roots`` by references and aliases, in file order."""
+    owners = {
+        id(value): key
+        for key, value in tree.items()
+        if isinstance(value, (Mapping, list, TaggedScalar))
+    }
+    kept, pending = set(), list(roots)
+    while pending:
+        key = pending.pop()
+        if key in kept:
+            continue
+        if key not in tree:
+            raise PretrainedFolderError(
+                f"{source}: a module refers to <{key}>, which is not defined"
+            )
+        kept.add(key)
+        for node in _walk(tree[key]):
+            if node is not tree[key] and id(node) in owners:
+                pending.append(owners[id(node)])
+            pending.extend(_references(node, key, source))
+    return [key for key in tree if key in kept]
+
+
+def _walk(node):
+    """Every node of a ruamel tree once (aliases are the same object)."""
+    seen, stack = set(), [node]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _references(node, key, source):
+    """Top-level keys named by a ``!ref``/``!copy`` scalar (``<a[b]>``, ``<a.c>`` -> a)."""
+    if not isinstance(node, TaggedScalar):
+        return []
+    tag = node.tag.value
+    if tag == "!PLACEHOLDER":
+        raise PretrainedFolderError(
+            f"{source}: {key} holds a !PLACEHOLDER that was never set; the modules need it"
+        )
+    if tag not in REFERENCE_TAGS:
+        return []
+    return [re.split(r"[.\[]", name, maxsplit=1)[0] for name in REFERENCE.findall(str(node.value))]
+
+
+def load_checked_state_dict(module, path):
+    """Loads a state dict into ``module``, refusing any missing or mismatching weight.
+
+    The exported yaml's Pretrainer calls it for ``embedding_model`` and ``classifier``
+    (SpeechBrain's default transfer would only log missing keys and go on).
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module as the yaml builds it.
+    path : str or Path
+        The ``.ckpt`` file (a state dict saved with ``torch.save``).
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> torch.save(torch.nn.Linear(4, 3).state_dict(), f"{tmp}/classifier.ckpt")
+    >>> load_checked_state_dict(torch.nn.Linear(4, 3), f"{tmp}/classifier.ckpt")
+    >>> load_checked_state_dict(torch.nn.Linear(4, 5), f"{tmp}/classifier.ckpt")
+    Traceback (most recent call last):
+    ...
+    fefa_speechbrain.export.PretrainedFolderError: .../classifier.ckpt does not fit the Linear
+    ...: shape mismatch: weight is [3, 4] in the file, [5, 4] in the model; ...
+    """
+    state = read_state_dict(path)
+    problems = state_dict_mismatches(module, state)
+    if problems:
+        raise PretrainedFolderError(
+            f"{path} does not fit the {type(module).__name__} that hyperparams.yaml "
+            f"builds: {'; '.join(problems)}. The file was saved from a model with other "
+            "hyperparameters (e.g. width, emb_dim, n_speakers, fefa, head)."
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def read_state_dict(path):
+    """A state dict from a ``.ckpt`` file, with an error naming the file if it is not one.
+
+    Example
+    -------
+    >>> read_state_dict("nowhere/embedding_model.ckpt")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: nowhere/embedding_model.ckpt is missing
+    """
+    if not os.path.isfile(path):
+        target = os.path.realpath(path)
+        link = ""
+        if target != os.path.abspath(path):
+            link = f" (a link to {target}, which does not exist)"
+        raise FileNotFoundError(f"{path} is missing{link}")
+    try:
+        state = torch_patched_state_dict_load(path)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise PretrainedFolderError(
+            f"{path} cannot be read as a PyTorch state dict (truncated or not a "
+            f"checkpoint): {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(state, Mapping):
+        raise PretrainedFolderError(
+            f"{path} holds a {type(state).__name__}, not a state dict of parameters"
+        )
+    return state
+
+
+def state_dict_mismatches(module, state, limit=5):
+    """Human-readable differences between ``module.state_dict()`` and ``state``.
+
+    Example
+    -------
+    >>> state_dict_mismatches(torch.nn.Linear(2, 2), {"weight": torch.zeros(2, 2)})
+    ['missing from the file: bias']
+    """
+    expected = module.state_dict()
+    problems = []
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [
+        f"{key} is {list(state[key].shape)} in the file, {list(value.shape)} in the model"
+        for key, value in expected.items()
+        if key in state and tuple(getattr(state[key], "shape", ())) != tuple(value.shape)
+    ]
+    for label, items in (
+        ("missing from the file", missing),
+        ("not in the model", unexpected),
+        ("shape mismatch", shapes),
+    ):
+        if items:
+            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+            separator = "; " if label == "shape mismatch" else ", "
+            problems.append(f"{label}: {separator.join(items[:limit])}{more}")
+    return problems
+
+
+def load_label_encoder(encoder, path):
+    """Loads the speaker labels into ``encoder``; the Pretrainer hook for ``label_encoder``.
+
+    SpeechBrain's own hook (``load_if_possible``) silently leaves the encoder empty when
+    the file is missing; this one raises.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> saved = CategoricalEncoder()
+    >>> saved.update_from_iterable(["id10001", "id10002"])
+    >>> saved.save(f"{tmp}/label_encoder.ckpt")
+    >>> encoder = CategoricalEncoder()
+    >>> load_label_encoder(encoder, f"{tmp}/label_encoder.ckpt")
+    >>> encoder.decode_ndim([1, 0])
+    ['id10002', 'id10001']
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: the speaker labels cannot be loaded")
+    try:
+        encoder.load(path)
+    except (ValueError, SyntaxError) as error:
+        raise PretrainedFolderError(
+            f"{path} is not a CategoricalEncoder label file: {error}"
+        ) from error
+    encoder.ignore_len()
+
+
+def check_pretrained_folder(path, device="cpu"):
+    """Validates a pretrained folder and returns its loaded hparams.
+
+    Checks that the files are present, that ``hyperparams.yaml`` builds the modules and
+    the pretrainer, that every checkpoint fits the modules (keys and shapes), that the
+    label file has one label per classifier output, and that a forward pass on a short
+    noise signal gives finite embeddings. Raises ``FileNotFoundError`` or
+    :class:`PretrainedFolderError` naming the file and the problem.
+
+    Arguments
+    ---------
+    path : str or Path
+        The folder (as written by :func:`export_pretrained`).
+    device : str
+        Where to run the check.
+
+    Returns
+    -------
+    dict : the hparams of ``hyperparams.yaml``, parameters loaded, modules in eval mode.
+
+    Example
+    -------
+    >>> check_pretrained_folder(getfixture("tmpdir"))
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ... is not a complete pretrained-model folder: hyperparams.yaml,
+    embedding_model.ckpt, classifier.ckpt, label_encoder.ckpt missing
+    """
+    return _load_and_check(Path(path), device)[0]
+
+
+def _load_and_check(folder, device):
+    """check_pretrained_folder's work; also returns the embeddings of :func:`probe_batch`."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a directory (expected a pretrained-model folder)")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a complete pretrained-model folder: {', '.join(missing)} missing"
+        )
+    hparams = _load_inference_hparams(folder / "hyperparams.yaml")
+    pretrainer = hparams["pretrainer"]
+    pretrainer.collect_files(default_source=str(folder))
+    pretrainer.load_collected()
+    for module in hparams["modules"].values():
+        module.to(device).eval()
+    return hparams, _check_forward(folder, hparams, device)
+
+
+def _load_inference_hparams(yaml_path):
+    try:
+        with open(yaml_path, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin)
+    except Exception as error:
+        raise PretrainedFolderError(
+            f"{yaml_path} cannot be loaded: {type(error).__name__}: {error}"
+        ) from error
+    absent = [key for key in ("modules", "pretrainer", "label_encoder") if key not in hparams]
+    absent += [f"modules.{key}" for key in MODULE_KEYS if key not in hparams.get("modules", {})]
+    if absent:
+        raise PretrainedFolderError(f"{yaml_path} lacks {absent}")
+    return hparams
+
+
+def _check_forward(folder, hparams, device):
+    """One forward pass: finite embeddings, one label per classifier output.
+
+    Returns the embeddings of :func:`probe_batch`.
+    """
+    wavs, lengths = probe_batch(hparams.get("sample_rate", 16000))
+    embeddings = SpeakerEmbedder(hparams["modules"], device).embed(wavs, lengths)
+    if not torch.isfinite(embeddings).all():
+        raise PretrainedFolderError(
+            f"{folder / 'embedding_model.ckpt'} gives non-finite embeddings (NaN/inf weights?)"
+        )
+    with torch.no_grad():
+        logits = hparams["modules"]["classifier"](embeddings.unsqueeze(1).to(device))
+    n_labels = len(hparams["label_encoder"])
+    if logits.shape[-1] != n_labels:
+        raise PretrainedFolderError(
+            f"{folder / 'label_encoder.ckpt'} holds {n_labels} speakers but "
+            f"{folder / 'classifier.ckpt'} scores {logits.shape[-1]}"
+        )
+    return embeddings
+
+
+def probe_batch(sample_rate=16000):
+    """A fixed padded batch of two noise signals (1.0 s and 0.7 s) with relative lengths.
+
+    Example
+    -------
+    >>> wavs, lengths = probe_batch(100)
+    >>> wavs.shape, (lengths * 100).round().tolist(), bool(wavs[1, 70:].abs().sum() == 0)
+    (torch.Size([2, 100]), [100.0, 70.0], True)
+    """
+    generator = torch.Generator().manual_seed(0)
+    wavs = 0.1 * torch.randn(2, sample_rate, generator=generator)
+    short = int(0.7 * sample_rate)
+    wavs[1, short:] = 0.0
+    return wavs, torch.tensor([1.0, short / sample_rate])
+
+
+def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu"):
+    """Writes the best checkpoint of a training run as a SpeechBrain pretrained folder.
+
+    Arguments
+    ---------
+    experiment_folder : str or Path
+        The ``output_folder`` of ``train_speaker_embeddings.py`` (``hyperparams.yaml``,
+        ``save/CKPT+*``, ``save/label_encoder.txt``).
+    out_dir : str or Path
+        The folder to create. Built next to it under a hidden name and renamed when
+        complete and checked: an interrupted export leaves no ``out_dir``.
+    overwrite : bool
+        Replace an existing ``out_dir`` (only an earlier export or an empty folder).
+    device : str
+        Where to load and check the model.
+
+    Returns
+    -------
+    Path : ``out_dir``.
+
+    Example
+    -------
+    >>> exp = getfixture("tmpdir").mkdir("exp")
+    >>> _ = exp.join("hyperparams.yaml").write(f'''
+    ... save_folder: {exp}/save
+    ... emb_dim: 8
+    ... compute_features: !new:fefa_speechbrain.features.Spectrogram
+    ... mean_var_norm: !new:fefa_speechbrain.features.FrameNormalization
+    ... ecapa: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    ...     input_size: 257
+    ...     channels: [8, 8, 8, 8, 24]
+    ...     attention_channels: 4
+    ...     lin_neurons: !ref <emb_dim>
+    ... embedding_model: !new:fefa_speechbrain.wrapper.FEFAWrapper
+    ...     model: !ref <ecapa>
+    ...     n_bins: 257
+    ... classifier: !new:fefa_speechbrain.classifier.SpeakerClassifier
+    ...     input_size: !ref <emb_dim>
+    ...     n_speakers: 2
+    ... modules:
+    ...     compute_features: !ref <compute_features>
+    ...     mean_var_norm: !ref <mean_var_norm>
+    ...     embedding_model: !ref <embedding_model>
+    ...     classifier: !ref <classifier>
+    ... checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer
+    ...     checkpoints_dir: !ref <save_folder>
+    ...     recoverables: {{embedding_model: !ref <embedding_model>, classifier: !ref <classifier>}}
+    ... ''')
+    >>> hparams = load_hparams(f"{exp}/hyperparams.yaml")
+    >>> _ = hparams["checkpointer"].save_checkpoint(meta={"ErrorRate": 0.1})
+    >>> labels = CategoricalEncoder()
+    >>> labels.update_from_iterable(["spk1", "spk2"])
+    >>> labels.save(f"{exp}/save/label_encoder.txt")
+    >>> folder = export_pretrained(exp, exp.dirpath("pretrained"))
+    >>> sorted(p.name for p in folder.iterdir())
+    ['README.md', 'classifier.ckpt', 'config.json', 'embedding_model.ckpt',
+     'hyperparams.yaml', 'label_encoder.ckpt']
+    >>> from speechbrain.inference.speaker import SpeakerRecognition
+    >>> model = SpeakerRecognition.from_hparams(source=str(folder), savedir=None)
+    >>> model.encode_batch(torch.randn(1, 16000)).shape
+    torch.Size([1, 1, 8])
+    """
+    out_dir = Path(out_dir).absolute()
+    _check_destination(out_dir, overwrite)
+    hparams_file = find_hparams_file(experiment_folder)
+    with open(hparams_file, encoding="utf-8") as fin:
+        inference_yaml = make_inference_yaml(fin.read(), source=hparams_file)
+    hparams, checkpoint = _load_best_checkpoint(experiment_folder, hparams_file, device)
+    label_file = _label_file(hparams, hparams_file)
+    probe = probe_batch(hparams.get("sample_rate", 16000))
+    expected = SpeakerEmbedder(hparams["modules"], device).embed(*probe)
+    config = _config(experiment_folder, hparams, checkpoint, expected.shape[-1])
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        staging.chmod(_default_dir_mode())
+        _write_folder(staging, inference_yaml, hparams["modules"], label_file, config)
+        _, actual = _load_and_check(staging, device)
+        _check_same_embeddings(expected, actual, staging)
+        _fsync_tree(staging)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _check_destination(out_dir, overwrite):
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    is_export = (out_dir / "hyperparams.yaml").is_file() and (out_dir / "config.json").is_file()
+    if not out_dir.is_dir() or not (is_export or not any(out_dir.iterdir())):
+        raise FileExistsError(
+            f"{out_dir} exists and is not an earlier export (no hyperparams.yaml and "
+            "config.json): refusing to replace it"
+        )
+
+
+def _load_best_checkpoint(experiment_folder, hparams_file, device):
+    """load_experiment, with the checkpoint file that does not fit named on failure."""
+    try:
+        return load_experiment(experiment_folder, device=device)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        _diagnose_checkpoint(hparams_file)
+        raise PretrainedFolderError(
+            f"The best checkpoint of {experiment_folder} cannot be loaded into the "
+            f"modules of {hparams_file}: {error}"
+        ) from error
+
+
+def _diagnose_checkpoint(hparams_file):
+    """Raises the precise error of the first checkpoint file that does not fit."""
+    hparams = load_hparams(hparams_file)
+    checkpoint = hparams["checkpointer"].find_checkpoint(min_key="ErrorRate")
+    if checkpoint is None:
+        return
+    for key in ("embedding_model", "classifier"):
+        if key in checkpoint.paramfiles:
+            load_checked_state_dict(hparams["modules"][key], checkpoint.paramfiles[key])
+
+
+def _label_file(hparams, hparams_file):
+    if "save_folder" not in hparams:
+        raise PretrainedFolderError(
+            f"{hparams_file} has no save_folder: where is label_encoder.txt?"
+        )
+    path = Path(hparams["save_folder"]) / "label_encoder.txt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the training run writes the speaker labels there "
+            "(needed for classify_batch)"
+        )
+    return path
+
+
+def _config(experiment_folder, hparams, checkpoint, embedding_dim):
+    """config.json: SpeechBrain's interface name plus what the model is and where from."""
+    meta = {
+        key: value
+        for key, value in checkpoint.meta.items()
+        if isinstance(value, (str, int, float, bool)) or value is None
+    }
+    return {
+        "speechbrain_interface": INTERFACE,
+        "model_name": hparams.get("model_name", "speaker_embeddings"),
+        "embedding_model": type(hparams["modules"]["embedding_model"]).__name__,
+        "fefa": hparams.get("fefa"),
+        "embedding_dim": int(embedding_dim),
+        "n_speakers": hparams.get("n_speakers"),
+        "sample_rate": hparams.get("sample_rate", 16000),
+        "source_experiment": str(Path(experiment_folder).absolute()),
+        "checkpoint": checkpoint.path.name,
+        "checkpoint_meta": meta,
+        "fefa_speechbrain_version": fefa_speechbrain.__version__,
+        "speechbrain_version": speechbrain.__version__,
+    }
+
+
+def _write_folder(folder, inference_yaml, modules, label_file, config):
+    header = _yaml_header(config)
+    (folder / "hyperparams.yaml").write_text(header + inference_yaml, encoding="utf-8")
+    for key in ("embedding_model", "classifier"):
+        state = {name: tensor.detach().cpu() for name, tensor in modules[key].state_dict().items()}
+        torch.save(state, folder / f"{key}.ckpt")
+    shutil.copyfile(label_file, folder / "label_encoder.ckpt")
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text(_readme(config), encoding="utf-8")
+
+
+def _yaml_header(config):
+    return (
+        "# ############################################################################\n"
+        f"# Pretrained {config['model_name']} ({config['embedding_model']}, FEFA: "
+        f"{config['fefa']}), {config['embedding_dim']}-d speaker embeddings\n"
+        f"# Exported by fefa_speechbrain.export from {config['source_experiment']}\n"
+        f"# checkpoint {config['checkpoint']}, "
+        f"ErrorRate {config['checkpoint_meta'].get('ErrorRate')}\n"
+        "# Load: SpeakerRecognition.from_hparams(source=<this folder>, savedir=None)\n"
+        "# ############################################################################\n\n"
+    )
+
+
+def _readme(config):
+    error_rate = config["checkpoint_meta"].get("ErrorRate")
+    return f"""# {config['model_name']}: speaker embeddings with FEFA
+
+A speaker-embedding model trained with fefa-speechbrain (Fine-grained Early Frequency
+Attention, Hajavi & Etemad), exported as a SpeechBrain pretrained-model folder.
+
+- embedding model: `{config['embedding_model']}`, FEFA placement: `{config['fefa']}`
+- embedding: {config['embedding_dim']} dimensions; input: {config['sample_rate']} Hz mono audio
+- classifier: {config['n_speakers']} training speakers (`label_encoder.ckpt`)
+- checkpoint: `{config['checkpoint']}` of `{config['source_experiment']}`
+  (validation classification error {error_rate})
+
+## Load it and score two files (offline)
+
+Needs `speechbrain` and `fefa_speechbrain` installed. `source` must be this folder's
+path; `savedir=None` reads the files in place (a different `savedir` gets symlinks and
+reuses any file already in it, so give each model its own).
+
+```python
+from speechbrain.inference.speaker import SpeakerRecognition
+
+model = SpeakerRecognition.from_hparams(
+    source="path/to/this/folder", savedir=None, run_opts={{"device": "cpu"}}
+)
+score, same_speaker = model.verify_files("enrol.wav", "test.wav")
+print(f"cosine {{float(score):.3f}}, same speaker: {{bool(same_speaker)}}")
+```
+
+`verify_files` resamples and down-mixes the files; `verify_batch(wavs1, wavs2, lens1,
+lens2, threshold=0.25)` scores batches of waveforms. SpeechBrain's default threshold
+0.25 is not calibrated for this model: choose it on your own trial list (for example at
+the equal error rate). `model.encode_batch(wavs, lens)` returns the embeddings
+`[batch, 1, {config['embedding_dim']}]`; `EncoderClassifier.from_hparams` takes the
+same arguments and `classify_batch` gives the training speaker with the highest score.
+
+## Check the folder
+
+```python
+from fefa_speechbrain.export import check_pretrained_folder
+check_pretrained_folder("path/to/this/folder")
+```
+
+raises an error naming the file and the problem if a file is missing or does not fit
+the modules that `hyperparams.yaml` builds.
+"""
+
+
+def _check_same_embeddings(expected, actual, folder):
+    """The exported modules must embed exactly as the experiment's own."""
+    if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=EMBEDDING_ATOL):
+        raise PretrainedFolderError(
+            f"{folder / 'hyperparams.yaml'} rebuilds a model whose embeddings differ from "
+            "the experiment's: a hyperparameter of the modules was not carried over"
+        )
+
+
+def _default_dir_mode():
+    """The mode os.mkdir would give (mkdtemp makes private 0o700 folders)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def _fsync_tree(folder):
+    """Flushes the folder's files and the folder itself before the rename."""
+    for path in [*folder.iterdir(), folder]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # folders cannot be opened on some systems
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _move_into_place(staging, out_dir):
+    """Renames staging to out_dir, replacing an earlier export only once the new one is whole."""
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        return
+    previous = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.previous-", dir=out_dir.parent))
+    os.rename(out_dir, previous / out_dir.name)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        os.rename(previous / out_dir.name, out_dir)
+        raise
+    finally:
+        if out_dir.exists():
+            shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Exports a trained experiment as a SpeechBrain pretrained-model folder.
+
+The best checkpoint (lowest validation ErrorRate) of EXPERIMENT_FOLDER, the
+``output_folder`` of ``train_speaker_embeddings.py``, becomes OUT_DIR with
+``hyperparams.yaml``, ``embedding_model.ckpt``, ``classifier.ckpt``,
+``label_encoder.ckpt``, ``config.json`` and ``README.md``; it loads offline with
+``SpeakerRecognition.from_hparams(source=OUT_DIR, savedir=None)``.
+
+To run:
+    python export_pretrained.py results/thin_resnet34_gvlad/fefa_single/1986 \
+        pretrained/thin_resnet34_gvlad
+"""
+
+import argparse
+import sys
+
+from fefa_speechbrain.export import export_pretrained
+
+LOAD_SNIPPET = """from speechbrain.inference.speaker import SpeakerRecognition
+model = SpeakerRecognition.from_hparams(source="{folder}", savedir=None)
+score, same_speaker = model.verify_files("enrol.wav", "test.wav")"""
+
+
+def parse_args(argv):
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment_folder", help="output_folder of the training run")
+    parser.add_argument("out_dir", help="pretrained-model folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    parser.add_argument("--device", default="cpu", help="where to load and check the model")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args(sys.argv[1:])
+    folder = export_pretrained(
+        args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device
+    )
+    print(f"Exported {args.experiment_folder} to {folder}. Load it with:\n")
+    print(LOAD_SNIPPET.format(folder=folder))
