@@ -1,0 +1,378 @@
+"""Robustness to synthetic noise: the paper's Fig. 3 (Sec. IV.C).
+
+White noise, Gaussian or uniform, is added to every test waveform *before* the
+spectrogram, at a set of SNRs; each model embeds every trial file once per condition,
+the trials are cosine-scored and EER and minDCF computed.
+
+SNR definition
+--------------
+Per utterance, ``SNR = 10 log10(P_signal / P_noise)`` with ``P`` the mean square over the
+utterance's own samples (padding excluded); the noise is scaled so that its *realized*
+power gives exactly the requested SNR (see :mod:`fefa_speechbrain.noise`). "clean"
+means no noise. The clean condition does not depend on the noise kind: it is computed
+once per model and reported with kind "none".
+
+Identical noise for every model
+-------------------------------
+The noise added to a file depends only on ``(seed, kind, snr_db, the file's samples)``:
+:class:`PerFileNoise` draws each utterance's noise separately, with its own unpadded
+length, from a generator seeded with a SHA-256 digest of those four things. The noise
+of a file is therefore the same for every model, every batch size and every batch
+order (the padding and the neighbours in the batch play no part), on any machine and
+wherever the data is mounted (the path plays no part). Files with identical samples
+receive identical noise.
+"""
+
+import hashlib
+import logging
+import os
+
+import numpy as np
+import torch
+
+from fefa_speechbrain.data.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from fefa_speechbrain.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.lengths import absolute_lengths
+from fefa_speechbrain.metrics import verification_report
+from fefa_speechbrain.noise import NOISE_KINDS, SNR_LEVELS, add_noise
+from fefa_speechbrain.plotting import noise_curves, plot_noise_curves, snr_label, snr_order
+from fefa_speechbrain.verification import cosine_scores, read_trials, trial_files
+
+logger = logging.getLogger(__name__)
+
+P_TARGETS = (0.01, 0.05)
+ROW_KEYS = ("model", "kind", "snr_db", "eer", "min_dcf_0.01", "min_dcf_0.05")
+CLEAN_KIND = "none"
+
+
+def _is_clean(snr_db):
+    return snr_db is None or snr_db == "clean"
+
+
+def noise_seed(seed, kind, snr_db, samples):
+    """A 63-bit generator seed from the run seed, the condition and a file's samples.
+
+    Example
+    -------
+    >>> wav = torch.ones(100)
+    >>> noise_seed(0, "gaussian", 20, wav) == noise_seed(0, "gaussian", 20.0, wav.clone())
+    True
+    >>> noise_seed(0, "gaussian", 20, wav) == noise_seed(0, "uniform", 20, wav)
+    False
+    """
+    digest = hashlib.sha256(f"{int(seed)}|{kind}|{float(snr_db)!r}|".encode())
+    digest.update(samples.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") & (2**63 - 1)
+
+
+class PerFileNoise:
+    """``transform(wavs, lengths)`` hook adding seeded noise to each utterance on its own.
+
+    Each row's valid samples get noise drawn with a generator seeded by
+    :func:`noise_seed`; padded samples stay untouched. The result for a file is the same
+    whatever the batch it arrives in (see the module docstring).
+
+    Arguments
+    ---------
+    snr_db : float
+        Signal-to-noise ratio in dB.
+    kind : str
+        "gaussian" or "uniform".
+    seed : int
+        Run seed; a different seed gives different noise.
+
+    Example
+    -------
+    >>> noise = PerFileNoise(10, "uniform", seed=0)
+    >>> a, b = torch.randn(800), torch.randn(500)
+    >>> padded = torch.stack([a, torch.cat([b, torch.zeros(300)])])
+    >>> batch1 = noise(padded, torch.tensor([1.0, 0.625]))
+    >>> batch2 = noise(b.unsqueeze(0), torch.tensor([1.0]))
+    >>> torch.equal(batch1[1, :500], batch2[0]), torch.equal(batch1[1, 500:], torch.zeros(300))
+    (True, True)
+    """
+
+    def __init__(self, snr_db, kind="gaussian", seed=0):
+        if _is_clean(snr_db):
+            raise ValueError("PerFileNoise needs a number of dB; for clean audio use no transform")
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"kind={kind!r} is not valid; choose one of {list(NOISE_KINDS)}")
+        self.snr_db = snr_db
+        self.kind = kind
+        self.seed = seed
+
+    def __call__(self, wavs, lengths=None):
+        """wavs [batch, samples], relative lengths [batch] -> noisy wavs, same shape."""
+        abs_lens = absolute_lengths(lengths, wavs.shape[1], wavs.shape[0], wavs.device)
+        noisy = wavs.clone()
+        for row, length in enumerate(abs_lens.tolist()):
+            samples = wavs[row, :length]
+            generator = torch.Generator().manual_seed(
+                noise_seed(self.seed, self.kind, self.snr_db, samples)
+            )
+            noisy[row, :length] = add_noise(samples, self.snr_db, self.kind, generator=generator)
+        return noisy
+
+
+def parse_experiments(experiments):
+    """Models to compare, as an ordered dict name -> experiment folder.
+
+    Accepts a dict, or the command-line form ``"name:folder,name:folder"``.
+
+    Example
+    -------
+    >>> parse_experiments("fefa:results/a, none:results/b")
+    {'fefa': 'results/a', 'none': 'results/b'}
+    """
+    if isinstance(experiments, str):
+        pairs = [item.strip() for item in experiments.split(",") if item.strip()]
+        bad = [item for item in pairs if ":" not in item or not item.split(":", 1)[0].strip()]
+        if bad:
+            raise ValueError(
+                f"experiments: {bad[0]!r} is not 'name:folder' (expected e.g. "
+                "'fefa:results/fefa_single,none:results/fefa_none')"
+            )
+        names = [item.split(":", 1)[0].strip() for item in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiments: model names must be unique, got {names}")
+        experiments = {name: item.split(":", 1)[1].strip() for name, item in zip(names, pairs)}
+    if not isinstance(experiments, dict) or not experiments:
+        raise ValueError(
+            "experiments must be a non-empty dict name -> folder or 'name:folder,...'; "
+            f"got {experiments!r}"
+        )
+    return {str(name): str(folder) for name, folder in experiments.items()}
+
+
+def check_snr_levels(snr_levels):
+    """Validates SNR levels ("clean" or finite dB), without duplicates.
+
+    Example
+    -------
+    >>> check_snr_levels(["clean", 20, 0.5])
+    ['clean', 20, 0.5]
+    >>> check_snr_levels(["loud"])
+    Traceback (most recent call last):
+    ...
+    ValueError: snr_levels: 'loud' is neither 'clean' nor a finite number of dB
+    """
+    levels = list(snr_levels)
+    for level in levels:
+        if _is_clean(level):
+            continue
+        number = isinstance(level, (int, float)) and not isinstance(level, bool)
+        if not number or not np.isfinite(level):
+            raise ValueError(f"snr_levels: {level!r} is neither 'clean' nor a finite number of dB")
+    labels = [snr_label(level) for level in levels]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"snr_levels: duplicate levels in {levels}")
+    if not levels:
+        raise ValueError("snr_levels is empty")
+    return levels
+
+
+def _check_kinds(kinds):
+    kinds = list(kinds)
+    bad = [kind for kind in kinds if kind not in NOISE_KINDS]
+    if bad or not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(
+            f"kinds={kinds!r} is not valid: give distinct values among {list(NOISE_KINDS)}"
+        )
+    return kinds
+
+
+def condition_scores(
+    embedder, trials, snr_db="clean", kind="gaussian", seed=0, batch_size=16, sample_rate=16000
+):
+    """Cosine scores of the trials with every file embedded once under one noise condition.
+
+    Arguments
+    ---------
+    embedder : SpeakerEmbedder
+        The model.
+    trials : list of Trial
+        From :func:`fefa_speechbrain.verification.read_trials`.
+    snr_db : float or "clean"
+        The condition ("clean": no noise, ``kind`` ignored).
+    kind : str
+        "gaussian" or "uniform".
+    seed : int
+        Run seed of :class:`PerFileNoise`.
+    batch_size : int
+        Files per forward pass.
+    sample_rate : int
+        Rate the audio is loaded at (the model's).
+
+    Returns
+    -------
+    numpy.ndarray : one score per trial.
+    """
+    transform = None if _is_clean(snr_db) else PerFileNoise(snr_db, kind, seed)
+    embeddings = embedder.embed_files(
+        trial_files(trials), batch_size=batch_size, sample_rate=sample_rate, transform=transform
+    )
+    return cosine_scores(embeddings, trials)
+
+
+def _row(model, kind, snr_db, scores, labels):
+    report = verification_report(scores, labels, p_targets=P_TARGETS)
+    return {
+        "model": model,
+        "kind": kind,
+        "snr_db": "clean" if _is_clean(snr_db) else snr_db,
+        "eer": report["eer"],
+        "min_dcf_0.01": report["min_dcf_0.01"],
+        "min_dcf_0.05": report["min_dcf_0.05"],
+    }
+
+
+def noise_robustness(
+    experiments,
+    trials_file,
+    audio_root=None,
+    snr_levels=SNR_LEVELS,
+    kinds=NOISE_KINDS,
+    batch_size=16,
+    seed=0,
+    device="cpu",
+):
+    """EER and minDCF of each model on a trial list, clean and under synthetic noise.
+
+    Everything is checked (trial list, files, experiment folders, levels, kinds) before
+    the first embedding. For each model: clean once (if "clean" is in ``snr_levels``),
+    then every kind at every numeric SNR; every trial file is embedded once per
+    condition, with the same noise for every model (see :class:`PerFileNoise`).
+
+    Arguments
+    ---------
+    experiments : dict or str
+        name -> training output folder (or "name:folder,name:folder").
+    trials_file : str
+        Trial list, ``label enrol test`` per line (VoxCeleb's veri_test2.txt).
+    audio_root : str
+        Folder the trial paths are relative to (default: the list's folder).
+    snr_levels : sequence
+        "clean" and/or SNRs in dB.
+    kinds : sequence of str
+        Noise distributions: "gaussian", "uniform".
+    batch_size : int
+        Files per forward pass.
+    seed : int
+        Seed of the noise.
+    device : str
+        Where the models run.
+
+    Returns
+    -------
+    list of dict
+        One row per model and condition, keys ``model, kind, snr_db, eer,
+        min_dcf_0.01, min_dcf_0.05`` (EER as a fraction; minDCF normalized); the
+        clean row has kind "none" and snr_db "clean".
+    """
+    experiments = parse_experiments(experiments)
+    levels = check_snr_levels(snr_levels)
+    kinds = _check_kinds(kinds)
+    for folder in experiments.values():
+        find_hparams_file(folder)
+    trials = read_trials(trials_file, audio_root)
+    labels = np.array([trial.label for trial in trials])
+    noisy_levels = [level for level in levels if not _is_clean(level)]
+    rows = []
+    for model, folder in experiments.items():
+        hparams, checkpoint = load_experiment(folder, device=device)
+        logger.info("Model %s: %s", model, checkpoint.path)
+        embedder = SpeakerEmbedder(hparams["modules"], device=device)
+        sample_rate = hparams.get("sample_rate", 16000)
+        common = dict(seed=seed, batch_size=batch_size, sample_rate=sample_rate)
+        conditions = [(CLEAN_KIND, "clean")] if len(noisy_levels) < len(levels) else []
+        conditions += [(kind, level) for kind in kinds for level in noisy_levels]
+        for kind, level in conditions:
+            scores = condition_scores(embedder, trials, level, kind, **common)
+            rows.append(_row(model, kind, level, scores, labels))
+            condition = "clean" if kind == CLEAN_KIND else f"{kind} noise at {snr_label(level)} dB"
+            logger.info(
+                "%s, %s: EER %.2f%%, minDCF(0.01) %.4f",
+                model, condition, 100 * rows[-1]["eer"], rows[-1]["min_dcf_0.01"],
+            )
+    return rows
+
+
+def markdown_table(rows):
+    """The rows as markdown: an EER pivot (model x kind by SNR) and the full table.
+
+    Example
+    -------
+    >>> rows = [{"model": "a", "kind": "none", "snr_db": "clean", "eer": 0.05,
+    ...          "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.3},
+    ...         {"model": "a", "kind": "gaussian", "snr_db": 20, "eer": 0.1,
+    ...          "min_dcf_0.01": 0.6, "min_dcf_0.05": 0.4}]
+    >>> print(markdown_table(rows))
+    EER (%) by SNR (dB); each curve starts at its model's clean result.
+    <BLANKLINE>
+    | model | noise | clean | 20 |
+    |---|---|---|---|
+    | a | gaussian | 5.00 | 10.00 |
+    <BLANKLINE>
+    | model | noise | SNR (dB) | EER (%) | minDCF 0.01 | minDCF 0.05 |
+    |---|---|---|---|---|---|
+    | a | none | clean | 5.00 | 0.5000 | 0.3000 |
+    | a | gaussian | 20 | 10.00 | 0.6000 | 0.4000 |
+    """
+    curves = noise_curves(rows)
+    levels = snr_order(rows)
+    lines = [
+        "EER (%) by SNR (dB); each curve starts at its model's clean result.",
+        "",
+        "| model | noise | " + " | ".join(levels) + " |",
+        "|---|---|" + "---|" * len(levels),
+    ]
+    for (model, kind), (labels, values) in curves.items():
+        by_level = dict(zip(labels, values))
+        cells = [f"{100 * by_level[level]:.2f}" if level in by_level else "" for level in levels]
+        lines.append(f"| {model} | {kind} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | noise | SNR (dB) | EER (%) | minDCF 0.01 | minDCF 0.05 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['kind']} | {snr_label(row['snr_db'])} | "
+            f"{100 * row['eer']:.2f} | {row['min_dcf_0.01']:.4f} | {row['min_dcf_0.05']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(rows, output_folder, metadata=None):
+    """Writes the results: markdown, CSV, JSON and the EER-vs-SNR plot (all atomic).
+
+    Arguments
+    ---------
+    rows : list of dict
+        From :func:`noise_robustness`.
+    output_folder : str
+        Created if missing.
+    metadata : dict
+        Stored in the JSON beside the rows (e.g. trial list, seed, experiments).
+
+    Returns
+    -------
+    dict : kind of output -> path (``markdown``, ``csv``, ``json``, ``plot``).
+    """
+    files = {
+        "markdown": os.path.join(output_folder, "noise_robustness.md"),
+        "csv": os.path.join(output_folder, "noise_robustness.csv"),
+        "json": os.path.join(output_folder, "noise_robustness.json"),
+        "plot": os.path.join(output_folder, "noise_robustness.png"),
+    }
+    atomic_write_text(files["markdown"], markdown_table(rows) + "\n")
+    atomic_write_csv(files["csv"], rows, ROW_KEYS)
+    document = dict(metadata or {})
+    document["snr_definition"] = (
+        "per utterance: 10 log10(mean square of the signal / mean square of the added "
+        "noise) over the utterance's samples; noise added to the waveform before the features"
+    )
+    document["rows"] = rows
+    atomic_write_json(files["json"], document)
+    plot_noise_curves(rows, files["plot"])
+    return files
