@@ -6,17 +6,32 @@ checkpoints. :func:`load_experiment` rebuilds the modules and loads the checkpoi
 the lowest validation error; :class:`SpeakerEmbedder` runs the same forward pass as
 training (and as SpeechBrain's ``EncoderClassifier.encode_batch``, except that the
 lengths given to the model are frame-exact, so padding never changes an embedding).
+
+Bad audio: :meth:`SpeakerEmbedder.embed_files` reads the header of every file before it
+computes anything (:func:`check_audio_files`), so a list with missing, unreadable, empty,
+m4a or too-short files fails at once with one error listing them. Stereo files are
+down-mixed and other sample rates resampled when read; corrupt samples and NaN/inf
+values raise an :class:`~fefa_speechbrain.data.audio.AudioError` naming the file.
 """
 
 import os
+import pickle
 
 import torch
 
-from fefa_speechbrain.data.audio import load_audio
+from fefa_speechbrain.data.audio import (
+    MIN_SAMPLES,
+    AudioError,
+    inspect_audio,
+    load_audio,
+    resampled_length,
+)
 from fefa_speechbrain.features import feature_lengths
 from fefa_speechbrain.recipe import load_hparams
 
 EMBEDDING_KEYS = ("compute_features", "mean_var_norm", "embedding_model")
+CHECKPOINT_MODULES = ("embedding_model", "classifier")
+MAX_LISTED_FILES = 10
 
 
 def find_hparams_file(experiment_folder):
@@ -38,9 +53,13 @@ def load_experiment(experiment_folder, device="cpu", overrides=None):
     (hparams, checkpoint) : the hparams dict (modules in eval mode, on ``device``) and
     the SpeechBrain Checkpoint that was loaded.
     """
-    hparams = load_hparams(find_hparams_file(experiment_folder), overrides)
+    hparams_file = find_hparams_file(experiment_folder)
+    hparams = load_hparams(hparams_file, overrides)
     checkpointer = hparams["checkpointer"]
-    checkpoint = checkpointer.recover_if_possible(min_key="ErrorRate")
+    try:
+        checkpoint = checkpointer.recover_if_possible(min_key="ErrorRate")
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as error:
+        raise _checkpoint_error(checkpointer, hparams, hparams_file, error) from error
     if checkpoint is None:
         raise FileNotFoundError(
             f"No complete checkpoint in {checkpointer.checkpoints_dir}: train first, or "
@@ -49,6 +68,100 @@ def load_experiment(experiment_folder, device="cpu", overrides=None):
     for module in hparams["modules"].values():
         module.to(device).eval()
     return hparams, checkpoint
+
+
+def _checkpoint_error(checkpointer, hparams, hparams_file, error):
+    """The error for a checkpoint that cannot be loaded, naming the file at fault.
+
+    Missing files are named; for the module files, raises the precise error of the first
+    one that is unreadable or does not fit the modules ``hparams_file`` builds;
+    otherwise returns a generic error naming the checkpoint folder.
+    """
+    from fefa_speechbrain.export import PretrainedFolderError, load_checked_state_dict
+
+    checkpoint = checkpointer.find_checkpoint(min_key="ErrorRate")
+    if checkpoint is not None:
+        held = checkpoint.paramfiles
+        missing = [f"{key}.ckpt" for key in checkpointer.recoverables if key not in held]
+        if missing:
+            return FileNotFoundError(
+                f"Checkpoint {checkpoint.path} lacks {', '.join(missing)} (it holds "
+                f"{sorted(path.name for path in held.values())}): it was "
+                "copied or edited incompletely"
+            )
+    modules = hparams.get("modules", {})
+    for key in CHECKPOINT_MODULES:
+        if checkpoint is not None and key in checkpoint.paramfiles and key in modules:
+            load_checked_state_dict(modules[key], checkpoint.paramfiles[key])
+    where = checkpoint.path if checkpoint is not None else checkpointer.checkpoints_dir
+    return PretrainedFolderError(
+        f"Checkpoint {where} cannot be loaded into the modules of {hparams_file}: "
+        f"{type(error).__name__}: {' '.join(str(error).split())}"
+    )
+
+
+def check_audio_files(paths, sample_rate=16000, min_samples=MIN_SAMPLES):
+    """Reads the header of every file; one error lists the files that cannot be embedded.
+
+    Meant to run before any embedding is computed, so that a bad file deep in a long
+    list stops the run at once instead of after hours. Catches what headers reveal:
+    missing, unreadable, empty or m4a files, and files shorter than ``min_samples``
+    (one 25 ms frame) at ``sample_rate``. Corrupt samples and NaN/inf values only show
+    when a file is read: :func:`load_audio` then raises an error naming the file.
+
+    Arguments
+    ---------
+    paths : list of str
+        The audio files.
+    sample_rate : int
+        The rate the model works at (other rates are resampled when read).
+    min_samples : int
+        Shortest usable length, in samples at ``sample_rate``.
+
+    Returns
+    -------
+    dict : path -> number of samples at ``sample_rate``, in the order of ``paths``.
+
+    Raises
+    ------
+    AudioError
+        Listing the first bad files with the reason for each, and how many there are.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> tmp = getfixture("tmpdir")
+    >>> sf.write(f"{tmp}/a.wav", np.full(8000, 0.1), 8000)
+    >>> check_audio_files([f"{tmp}/a.wav"])
+    {'.../a.wav': 16000}
+    >>> sf.write(f"{tmp}/b.wav", np.full(100, 0.1), 16000)
+    >>> check_audio_files([f"{tmp}/a.wav", f"{tmp}/b.wav", f"{tmp}/c.wav"])
+    Traceback (most recent call last):
+    ...
+    fefa_speechbrain.data.audio.AudioError: 2 of 3 audio files cannot be used ...
+      .../b.wav: too short: 100 samples at 16000 Hz < 400 (one 25 ms frame)
+      .../c.wav: missing (no such file)
+    """
+    lengths, problems = {}, []
+    for path in paths:
+        if not os.path.isfile(path):
+            problems.append(f"{path}: missing (no such file)")
+            continue
+        info = inspect_audio(path, min_samples=min_samples, full=False, sample_rate=sample_rate)
+        if info.ok:
+            lengths[path] = resampled_length(info.frames, info.sample_rate, sample_rate)
+        else:
+            reason = "; ".join(info.reasons)
+            problems.append(reason if reason.startswith(f"{path}: ") else f"{path}: {reason}")
+    if problems:
+        shown = "\n  ".join(problems[:MAX_LISTED_FILES])
+        more = len(problems) - MAX_LISTED_FILES
+        raise AudioError(
+            f"{len(problems)} of {len(paths)} audio files cannot be used (nothing was "
+            f"embedded; remove or fix them, see docs/troubleshooting.md):\n  {shown}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+        )
+    return lengths
 
 
 class SpeakerEmbedder:
@@ -96,12 +209,18 @@ class SpeakerEmbedder:
     def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None):
         """Embeds every file once, in length-sorted batches.
 
+        Every header is checked first (:func:`check_audio_files`): a list with bad files
+        fails before any embedding, with one error listing them. Files are then read a
+        batch at a time, so memory does not grow with the number of files.
+
         Arguments
         ---------
         paths : list of str
             Audio files (any format soundfile reads; resampled and down-mixed).
         batch_size : int
             Files per forward pass.
+        sample_rate : int
+            The rate the model works at.
         transform : callable
             Optional ``transform(wavs, lengths) -> wavs`` applied before the features
             (e.g. noise for the robustness test).
@@ -109,18 +228,36 @@ class SpeakerEmbedder:
         Returns
         -------
         dict : path -> embedding [dim]
+
+        Raises
+        ------
+        AudioError
+            Naming the files that are missing, unreadable, empty, too short (header
+            check), or whose samples are corrupt or not finite (when read).
+        RuntimeError
+            Naming the files of a batch the model cannot embed (e.g. shorter than the
+            model's minimum input length).
         """
-        unique = sorted(set(paths))
-        signals = {path: load_audio(path, sample_rate=sample_rate) for path in unique}
-        order = sorted(unique, key=lambda p: signals[p].shape[0])
+        lengths = check_audio_files(sorted(set(paths)), sample_rate=sample_rate)
+        order = sorted(lengths, key=lengths.get)
         embeddings = {}
         for first in range(0, len(order), batch_size):
             names = order[first : first + batch_size]
-            wavs, lengths = pad_signals([signals[n] for n in names])
+            signals = [load_audio(name, sample_rate=sample_rate) for name in names]
+            wavs, wav_lengths = pad_signals(signals)
             if transform is not None:
-                wavs = transform(wavs, lengths)
-            for name, emb in zip(names, self.embed(wavs, lengths)):
-                embeddings[name] = emb
+                wavs = transform(wavs, wav_lengths)
+            try:
+                batch = self.embed(wavs, wav_lengths)
+            except RuntimeError as error:
+                shortest = min(sig.shape[0] for sig in signals)
+                raise RuntimeError(
+                    f"Cannot embed the batch of {len(names)} files {names} (shortest: "
+                    f"{shortest} samples = {shortest / sample_rate:.3f} s; very short files "
+                    f"can be below the model's minimum input length): "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            embeddings.update(zip(names, batch))
         return embeddings
 
 

@@ -5,15 +5,22 @@ like SpeechBrain's own recipe, line by line.
 """
 
 import csv
+import numbers
 import os
 
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
-from fefa_speechbrain.data.prepare import prepare_folder_corpus, prepare_voxceleb
+from fefa_speechbrain.data.prepare import CHECK_MODES, prepare_folder_corpus, prepare_voxceleb
 
 CORPORA = ("voxceleb", "folder")
+CHOICES = {"corpus": CORPORA, "check_audio": CHECK_MODES}
+FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum")
+POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr")
+POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim", "prep_jobs")
+NON_NEGATIVE_INTEGERS = ("num_workers",)
+MAY_BE_NULL = ("sentence_len",)  # null: train on whole chunks
 
 
 def parse_overrides(overrides):
@@ -35,6 +42,63 @@ def load_hparams(hparams_file, overrides=None):
     """Loads a recipe yaml with overrides; unknown keys fail with the list of valid ones."""
     with open(hparams_file, encoding="utf-8") as fin:
         return load_hyperpyyaml(fin, parse_overrides(overrides))
+
+
+def _value_problem(key, value):
+    """Why ``value`` is not valid for ``key`` (None when it is, or the key is unchecked)."""
+    if value is None and key in MAY_BE_NULL:
+        return None
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if key in CHOICES and value not in CHOICES[key]:
+        return f"choose one of {list(CHOICES[key])}"
+    if key in FLAGS and not isinstance(value, bool):
+        return "must be True or False"
+    if key in POSITIVE_NUMBERS and not (is_number and value > 0):
+        return "must be a number > 0"
+    if key in POSITIVE_INTEGERS and not (is_int and value >= 1):
+        return "must be an integer >= 1"
+    if key in NON_NEGATIVE_INTEGERS and not (is_int and value >= 0):
+        return "must be an integer >= 0"
+    return None
+
+
+def check_recipe_hparams(hparams, hparams_file="hparams"):
+    """Checks the values the modules do not check themselves, before any long work.
+
+    The modules already refuse bad choices when the yaml is loaded (``fefa``,
+    ``fefa_kernel``, ``fefa_apply``, ``head``, ``width``, with the valid values); this
+    catches the rest (a typo in ``corpus`` or ``check_audio``, a flag that is not a
+    boolean, a non-positive ``sentence_len``, ``batch_size``, ``lr``, ...) that would
+    otherwise fail after the data preparation, or silently train on nothing. Keys the
+    yaml does not have are not checked.
+
+    Raises
+    ------
+    ValueError
+        Listing every invalid value with what is expected.
+
+    Example
+    -------
+    >>> check_recipe_hparams({"corpus": "folder", "batch_size": 64, "sentence_len": None})
+    >>> check_recipe_hparams({"corpus": "timit", "batch_size": 0, "augment": "yes"})
+    Traceback (most recent call last):
+    ...
+    ValueError: hparams: invalid values (fix the yaml or the command-line override):
+      corpus='timit': choose one of ['voxceleb', 'folder']
+      batch_size=0: must be an integer >= 1
+      augment='yes': must be True or False
+    """
+    problems = [
+        f"{key}={hparams[key]!r}: {problem}"
+        for key in hparams
+        if (problem := _value_problem(key, hparams[key])) is not None
+    ]
+    if problems:
+        raise ValueError(
+            f"{hparams_file}: invalid values (fix the yaml or the command-line override):\n  "
+            + "\n  ".join(problems)
+        )
 
 
 def prepare_corpus(hparams):
@@ -93,7 +157,11 @@ def count_speakers(csv_path):
 
 
 def load_recipe_hparams(hparams_file, overrides=None):
-    """Loads the training hparams, prepares the data, and sizes the classifier.
+    """Loads and checks the training hparams, prepares the data, sizes the classifier.
+
+    Every check of the hparams (unknown override keys, invalid values, see
+    :func:`check_recipe_hparams`) runs before the data preparation, so a typo fails in
+    seconds, not after hours of preparation.
 
     ``n_speakers`` is set from the training CSV unless given on the command line, so the
     same yaml trains on VoxCeleb2 (5,994 speakers), VoxCeleb1+2 or a folder of your own.
@@ -105,6 +173,7 @@ def load_recipe_hparams(hparams_file, overrides=None):
     """
     overrides = parse_overrides(overrides)
     hparams = load_hparams(hparams_file, overrides)
+    check_recipe_hparams(hparams, hparams_file)
     run_on_main(prepare_corpus, kwargs={"hparams": hparams})
     n_speakers = count_speakers(hparams["train_annotation"])
     if "n_speakers" not in overrides and hparams["n_speakers"] != n_speakers:

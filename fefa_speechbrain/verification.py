@@ -188,16 +188,37 @@ def cohort_files(train_csv, per_speaker=3, seed=0):
     """Up to ``per_speaker`` distinct training files per speaker, for the cohort.
 
     Returns (paths, speakers).
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "train.csv").write("ID,wav,spk_id\\na,a1.wav,s1\\nb,a2.wav,s1\\nc,b1.wav,s2\\n")
+    >>> cohort_files(str(tmp / "train.csv"), per_speaker=1)
+    (['a2.wav', 'b1.wav'], ['s1', 's2'])
     """
     import csv
     import random
 
+    if not os.path.isfile(train_csv):
+        raise FileNotFoundError(
+            f"cohort_csv {train_csv} does not exist (give the training CSV of the "
+            "preparation, e.g. results/prepared/voxceleb/train.csv)"
+        )
     by_speaker = {}
     with open(train_csv, newline="", encoding="utf-8") as fin:
-        for row in csv.DictReader(fin):
+        reader = csv.DictReader(fin)
+        missing = [name for name in ("wav", "spk_id") if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"cohort_csv {train_csv} lacks the columns {missing} (columns: "
+                f"{reader.fieldnames}; expected a SpeechBrain CSV with wav and spk_id)"
+            )
+        for row in reader:
             files = by_speaker.setdefault(row["spk_id"], [])
             if row["wav"] not in files:
                 files.append(row["wav"])
+    if not by_speaker:
+        raise ValueError(f"cohort_csv {train_csv} has no rows: no cohort to normalize with")
     rng = random.Random(seed)
     paths, speakers = [], []
     for speaker in sorted(by_speaker):
@@ -226,6 +247,11 @@ def evaluate_experiment(
     Every trial file is embedded once, in length-sorted batches. With ``score_norm``
     ("s-norm" or "as-norm") the cohort is built from ``cohort_csv`` (the training CSV).
 
+    Everything that can be checked is checked before any embedding is computed: the
+    options, the trial list (one error listing its bad lines), the cohort CSV, the
+    checkpoint, and the header of every trial and cohort file (one error listing the
+    files that are missing, unreadable, empty or too short).
+
     Returns
     -------
     dict : the results (EER, minDCF at p_target 0.01 and 0.05, thresholds, counts, files).
@@ -237,36 +263,41 @@ def evaluate_experiment(
 
     if score_norm not in SCORE_NORMS:
         raise ValueError(f"score_norm={score_norm!r} is not valid; choose one of {list(SCORE_NORMS)}")
-    trials = read_trials(verification_file, audio_root)  # all checks before any embedding
+    if score_norm is not None and cohort_csv is None:
+        raise ValueError(f"score_norm={score_norm!r} needs cohort_csv (the training CSV)")
+    trials = read_trials(verification_file, audio_root)
+    files = trial_files(trials)
+    paths, speakers = [], []
+    if score_norm is not None:
+        paths, speakers = cohort_files(cohort_csv, cohort_utts_per_speaker, seed)
     hparams, checkpoint = load_experiment(experiment_folder, device=device)
     embedder = SpeakerEmbedder(hparams["modules"], device=device)
-    embeddings = embedder.embed_files(trial_files(trials), batch_size=batch_size)
+    embeddings = embedder.embed_files(
+        files + paths, batch_size=batch_size, sample_rate=hparams.get("sample_rate", 16000)
+    )
     scores = cosine_scores(embeddings, trials)
     if score_norm is not None:
-        if cohort_csv is None:
-            raise ValueError(f"score_norm={score_norm!r} needs cohort_csv (the training CSV)")
-        paths, speakers = cohort_files(cohort_csv, cohort_utts_per_speaker, seed)
-        cohort_emb = embedder.embed_files(paths, batch_size=batch_size)
-        cohort = speaker_cohort(torch.stack([cohort_emb[p] for p in paths]), speakers)
+        cohort = speaker_cohort(torch.stack([embeddings[p] for p in paths]), speakers)
         scores = normalize_scores(scores, embeddings, trials, cohort, score_norm, cohort_size)
     labels = np.array([t.label for t in trials])
     results = verification_report(scores, labels)
     os.makedirs(output_folder, exist_ok=True)
-    files = {
+    outputs = {
         "scores": os.path.join(output_folder, "scores.txt"),
         "results": os.path.join(output_folder, "results.json"),
         "det_plot": os.path.join(output_folder, "det.png"),
     }
-    write_scores(files["scores"], trials, scores)
+    write_scores(outputs["scores"], trials, scores)
     fpr, fnr, _ = det_curve(scores, labels)
-    plot_det({os.path.basename(os.path.normpath(experiment_folder)): (fpr, fnr)}, files["det_plot"])
+    name = os.path.basename(os.path.normpath(experiment_folder))
+    plot_det({name: (fpr, fnr)}, outputs["det_plot"])
     results.update(
         experiment=experiment_folder,
         checkpoint=str(checkpoint.path),
         verification_file=verification_file,
         score_norm=score_norm,
-        n_files=len(embeddings),
-        outputs=files,
+        n_files=len(files),
+        outputs=outputs,
     )
-    atomic_write_json(files["results"], results)
+    atomic_write_json(outputs["results"], results)
     return results
