@@ -63,7 +63,8 @@ class SpeakerBrain(sb.core.Brain):
             return predictions.sum() * 0.0
         loss = self.hparams.compute_cost(predictions[ok], spkid[ok], lens[ok])
         if stage != sb.Stage.TRAIN:
-            self.error_metrics.append(batch.id, predictions, spkid, lens)
+            ids = [uid for uid, good in zip(batch.id, ok.tolist()) if good]
+            self.error_metrics.append(ids, predictions[ok], spkid[ok], lens[ok])
         return loss
 
     def on_stage_start(self, stage, epoch=None):
