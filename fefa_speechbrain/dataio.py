@@ -13,6 +13,7 @@ leaves such items out of the loss.
 """
 
 import logging
+import os
 import random
 
 import speechbrain as sb
@@ -57,6 +58,20 @@ def read_segment(wav, start, stop, sample_rate):
         return torch.zeros(max(stop - start, 1) if stop else sample_rate), False
 
 
+def _check_not_empty(csv_path):
+    """A clear error for a missing or empty CSV (SpeechBrain raises an IndexError)."""
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"{csv_path} does not exist: run the data preparation first")
+    with open(csv_path, encoding="utf-8") as fin:
+        rows = sum(1 for line in fin if line.strip()) - 1
+    if rows < 1:
+        raise ValueError(
+            f"{csv_path} has no rows. Training needs a validation set for the per-epoch "
+            "error and checkpoints: give every speaker more files, or a larger dev share, "
+            "e.g. --split_ratio=[75,25]"
+        )
+
+
 def speaker_dataset(
     csv_path, crop_seconds=None, sample_rate=16000, data_root=None, random_crop=True
 ):
@@ -76,6 +91,7 @@ def speaker_dataset(
         Random crops (training) or the first ``crop_seconds`` of each chunk (validation,
         so that the validation error is comparable across epochs).
     """
+    _check_not_empty(csv_path)
     replacements = {"data_root": data_root} if data_root else {}
     dataset = DynamicItemDataset.from_csv(csv_path=csv_path, replacements=replacements)
     crop = None if crop_seconds is None else int(round(crop_seconds * sample_rate))

@@ -19,6 +19,7 @@ import functools
 
 import speechbrain as sb
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from speechbrain.utils.metric_stats import MetricStats
 from speechbrain.nnet.losses import classification_error
 
@@ -36,6 +37,17 @@ class SpeakerBrain(sb.core.Brain):
         if stage != sb.Stage.TRAIN or not getattr(self.hparams, "augment", False):
             return None
         return self.hparams.augmenter
+
+    def _wrap_distributed(self):
+        """Plain DDP on CPU (gloo): SpeechBrain 1.1.2 converts every BatchNorm to
+        SyncBatchNorm under DDP, which PyTorch refuses on CPU modules."""
+        if not (self.distributed_launch and self.device_type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, device_ids=None, find_unused_parameters=self.find_unused_parameters
+                )
 
     def compute_forward(self, batch, stage):
         """Waveforms -> speaker logits."""
