@@ -16,32 +16,69 @@ from fefa_speechbrain.data.prepare import CHECK_MODES, prepare_folder_corpus, pr
 
 CORPORA = ("voxceleb", "folder")
 CHOICES = {"corpus": CORPORA, "check_audio": CHECK_MODES}
-FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum")
+FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu")
 POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr")
 POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim", "prep_jobs")
 NON_NEGATIVE_INTEGERS = ("num_workers",)
 MAY_BE_NULL = ("sentence_len",)  # null: train on whole chunks
 
 
+class _TagTolerantLoader(yaml.SafeLoader):
+    """A safe loader that reads HyperPyYAML tags (``!new:``, ``!ref`` ...) as plain text."""
+
+
+def _tag_as_text(loader, suffix, node):
+    value = loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else ""
+    return f"!{suffix} {value}".strip()
+
+
+_TagTolerantLoader.add_multi_constructor("!", _tag_as_text)
+
+
 def parse_overrides(overrides):
     """Overrides as a dict, from SpeechBrain's yaml string (or a dict, or None).
+
+    HyperPyYAML tags are kept as text: the dict tells which keys are overridden and
+    their plain values; :func:`load_hparams` applies the original string, tags included.
 
     Example
     -------
     >>> parse_overrides("fefa: multi\\nlr: 0.001")
     {'fefa': 'multi', 'lr': 0.001}
+    >>> parse_overrides("mean_var_norm: !new:torch.nn.Identity")
+    {'mean_var_norm': '!new:torch.nn.Identity'}
     """
     if not overrides:
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    return yaml.safe_load(overrides) or {}
+    return yaml.load(overrides, Loader=_TagTolerantLoader) or {}
+
+
+def add_override(overrides, key, value):
+    """``overrides`` (a yaml string, dict or None) with ``key: value`` added.
+
+    Example
+    -------
+    >>> add_override("fefa: none", "n_speakers", 30)
+    'fefa: none\\nn_speakers: 30'
+    >>> add_override(None, "n_speakers", 30)
+    {'n_speakers': 30}
+    """
+    if isinstance(overrides, str) and overrides.strip():
+        return f"{overrides.rstrip()}\n{key}: {yaml.safe_dump(value).splitlines()[0]}"
+    updated = dict(overrides or {})
+    updated[key] = value
+    return updated
 
 
 def load_hparams(hparams_file, overrides=None):
-    """Loads a recipe yaml with overrides; unknown keys fail with the list of valid ones."""
+    """Loads a recipe yaml with overrides (a yaml string with tags, a dict, or None).
+
+    Unknown keys fail with the list of valid ones (HyperPyYAML's check).
+    """
     with open(hparams_file, encoding="utf-8") as fin:
-        return load_hyperpyyaml(fin, parse_overrides(overrides))
+        return load_hyperpyyaml(fin, overrides or {})
 
 
 def _value_problem(key, value):
@@ -168,15 +205,14 @@ def load_recipe_hparams(hparams_file, overrides=None):
 
     Returns
     -------
-    (hparams, overrides) : the loaded hparams and the overrides dict actually applied
+    (hparams, overrides) : the loaded hparams and the overrides actually applied (yaml string or dict)
     (to be saved with the experiment).
     """
-    overrides = parse_overrides(overrides)
     hparams = load_hparams(hparams_file, overrides)
     check_recipe_hparams(hparams, hparams_file)
     run_on_main(prepare_corpus, kwargs={"hparams": hparams})
     n_speakers = count_speakers(hparams["train_annotation"])
-    if "n_speakers" not in overrides and hparams["n_speakers"] != n_speakers:
-        overrides["n_speakers"] = n_speakers
+    if "n_speakers" not in parse_overrides(overrides) and hparams["n_speakers"] != n_speakers:
+        overrides = add_override(overrides, "n_speakers", n_speakers)
         hparams = load_hparams(hparams_file, overrides)
     return hparams, overrides

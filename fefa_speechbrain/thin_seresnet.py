@@ -91,6 +91,7 @@ class ThinSEResNet34(ThinResNet34):
         fefa_rescale=True,
         fefa_per_channel=False,
         se_reduction=16,
+        emb_relu=True,
     ):
         if se_reduction < 1:
             raise ValueError(f"se_reduction={se_reduction!r} must be a positive integer")
@@ -105,6 +106,7 @@ class ThinSEResNet34(ThinResNet34):
             fefa_apply,
             fefa_rescale,
             fefa_per_channel,
+            emb_relu,
         )
 
     def make_block(self, in_channels, channels, stride, projection):

@@ -14,11 +14,12 @@ conv3-5     3x3, 384 / 256 / 256, pad 1, BN ReLU    256 x 15 x 17
 mpool5      5 (freq) x 3 (time), stride 3 x 2       256 x 4 x 8
 fc6         conv 4 (all bins) x 1, 4096, BN ReLU   4096 x 1 x 8
 apool6      mean over the valid frames                4096
-fc7         linear (bias) 4096 -> emb_dim, ReLU     emb_dim (1024)
+fc7         linear (bias) 4096 -> emb_dim, ReLU*    emb_dim (1024)
 ==========  =====================================  ==================
 
 Adaptation to one-sided spectra: the original took 512 two-sided bins and its fc6
 spanned 9 bins; here fc6 spans whatever frequency extent remains (4 for 257 bins).
+(*) The ReLU on fc7 is optional (``emb_relu``, default True as published).
 Convs have no bias (BN follows). With ``width=1`` and 257 bins the network has
 11.37 M parameters (16.6 M in the original, whose fc6 is more than twice as large).
 """
@@ -67,6 +68,8 @@ class VGGM(FEFABackbone):
         1.0 is the published network.
     fefa_kernel, fefa_apply, fefa_rescale, fefa_per_channel
         Options of the FEFA modules (see :mod:`fefa_speechbrain.fefa`).
+    emb_relu : bool
+        ReLU on fc7, the embedding layer (True, as published).
 
     Example
     -------
@@ -88,6 +91,7 @@ class VGGM(FEFABackbone):
         fefa_apply="scale",
         fefa_rescale=True,
         fefa_per_channel=False,
+        emb_relu=True,
     ):
         if aggregation != "tap":
             raise ValueError(f"VGGM supports only aggregation='tap', got {aggregation!r}")
@@ -125,6 +129,7 @@ class VGGM(FEFABackbone):
         self.fc6 = ConvBN(current, fc6, (1, bins))
         self.pool = TemporalAveragePooling(fc6)
         self.fc7 = torch.nn.Linear(fc6, emb_dim)
+        self.emb_relu = emb_relu
 
     def forward(self, x, lengths=None):
         """x: [batch, time, n_bins]; lengths: relative [batch] -> [batch, 1, emb_dim]."""
@@ -134,4 +139,7 @@ class VGGM(FEFABackbone):
             x = self.attend(name, x, lengths)
         x, lengths = self.fc6(x, lengths)
         pooled = self.pool(x.squeeze(3), lengths)
-        return torch.relu(self.fc7(pooled)).unsqueeze(1)
+        embeddings = self.fc7(pooled)
+        if self.emb_relu:
+            embeddings = torch.relu(embeddings)
+        return embeddings.unsqueeze(1)

@@ -177,6 +177,19 @@ def test_per_channel_hidden_fefa():
     assert [tuple(m.weight.shape) for m in hidden] == shapes
 
 
+@pytest.mark.parametrize("cls,aggregation", CONFIGS, ids=_ids)
+def test_emb_relu_false_gives_the_embedding_layer_before_its_relu(cls, aggregation):
+    """Same weights: the published ReLU output equals the linear embedding clipped at 0."""
+    linear = _small(cls, "single", aggregation, emb_relu=False)
+    published = _small(cls, "single", aggregation)
+    published.load_state_dict(linear.state_dict())
+    x, lengths = torch.randn(3, 90, 257), torch.tensor([1.0, 0.8, 0.7])
+    with torch.no_grad():
+        raw, clipped = linear(x, lengths), published(x, lengths)
+    assert (raw < 0).any() and (clipped >= 0).all()
+    torch.testing.assert_close(clipped, torch.relu(raw))
+
+
 def test_width_scales_channels():
     model = ThinResNet34(fefa="none", width=0.25)
     assert model.stem.conv.out_channels == 16

@@ -513,6 +513,21 @@ def test_invalid_values_are_all_listed_before_preparation(tmp_path, corpus):
     assert not (tmp_path / "prep").exists()
 
 
+def test_tagged_yaml_override_is_applied_and_speakers_are_counted(tmp_path, corpus):
+    """SpeechBrain passes overrides as a yaml string; a ``!new:`` tag in it must survive."""
+    overrides = "\n".join([
+        f"data_folder: {corpus}", f"verification_file: {corpus / 'veri_test2.txt'}",
+        f"prep_folder: {tmp_path / 'prep'}", f"output_folder: {tmp_path / 'out'}",
+        "width: 0.125", "check_audio: header", "split_ratio: [75, 25]",
+        "mean_var_norm: !new:speechbrain.processing.features.InputNormalization",
+    ])
+    hparams, applied = load_recipe_hparams(TAP_YAML, overrides)
+    norm = hparams["mean_var_norm"]
+    assert type(norm).__name__ == "InputNormalization" and norm.norm_type == "global"
+    assert hparams["n_speakers"] == 3 and hparams["classifier"].weight.shape[0] == 3
+    assert applied.endswith("\nn_speakers: 3") and "!new:" in applied
+
+
 # --------------------------------------------------------------- training killed, resumed
 
 
