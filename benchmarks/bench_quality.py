@@ -5,8 +5,8 @@ Runs the recipe's own scripts as a user would, one subprocess each:
 1. the generic-corpus preparation (``python -m fefa_speechbrain.data.prepare folder``,
    the function the recipe calls for ``--corpus=folder``) with the fixed protocol of
    the corpus' README: the test speakers are written by :mod:`protocol` (first hex digit
-   0-3, at least 5 clips), every other speaker with at least 2 clips trains, and the
-   preparation generates the trials: every target pair of the test clips plus as many
+   0-3, at least 5 clips), every speaker outside that range with at least 2 clips
+   trains (184), and the preparation generates the trials: every target pair of the test clips plus as many
    seeded random non-target pairs;
 2. for every configuration and seed, ``train_speaker_embeddings.py`` then
    ``speaker_verification.py`` (cosine scoring, EER and minDCF);
@@ -347,13 +347,15 @@ def prepare(args, log):
     test, train = protocol.split_speakers(counts)
     speakers_file = os.path.join(args.runs_dir, "test_speakers.txt")
     protocol.write_speaker_list(
-        speakers_file, test,
-        header="Speech Commands v0.02 test split, fixed protocol: first hex digit 0-3, >= 5 clips",
+        speakers_file, protocol.held_out_speakers(counts),
+        header="Speech Commands v0.02 test split, fixed protocol: the speakers of first hex "
+               "digit 0-3; those with < 5 clips (--min-utts-test) are used nowhere",
     )
     prepared = os.path.join(args.runs_dir, "prepared")
     command = [
         sys.executable, "-m", "fefa_speechbrain.data.prepare", "folder", args.data_folder,
         prepared, "--test-speakers", speakers_file, "--seed", str(PREP_SEED),
+        "--min-utts-test", str(protocol.MIN_TEST_CLIPS),
     ]
     log("preparing the corpus (fixed protocol)")
     run_logged(command, os.path.join(args.runs_dir, "prepare_log.txt"), 1)
@@ -361,7 +363,7 @@ def prepare(args, log):
     summary = {
         "data_folder": args.data_folder,
         "test_speakers_rule": "first hex digit 0-3 and >= 5 clips",
-        "train_speakers_rule": "every other speaker with >= 2 clips",
+        "train_speakers_rule": "first hex digit 4-f and >= 2 clips",
         "trials_rule": "every target pair of the test clips + as many seeded random "
                        f"non-target pairs (seed {PREP_SEED})",
         "test_speakers": len(report["test_speakers"]),

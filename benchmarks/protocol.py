@@ -3,7 +3,10 @@
 The fixed protocol of ``../shared/data/speech_commands_v002_test`` (its README):
 
 - test speakers: ids whose first hex digit is 0, 1, 2 or 3 with at least 5 clips;
-- training speakers: every other speaker with at least 2 clips;
+- training speakers: every speaker outside that range (first hex digit 4-f) with at
+  least 2 clips: 184 of them. Speakers of the range with fewer than 5 clips are used
+  nowhere (reading "all other speakers" as the complement of the range gives the
+  issue's 184; reading it as "all but the 40" would give 190);
 - trials: every target pair among the test clips plus as many seeded random
   non-target pairs (what :func:`fefa_speechbrain.data.prepare.prepare_folder_corpus`
   generates from a list of test speakers).
@@ -55,19 +58,31 @@ def clips_per_speaker(data_folder, extensions=AUDIO_EXTENSIONS):
     return counts
 
 
+def held_out_speakers(counts):
+    """The speakers of the test range (first hex digit 0-3), whatever their clip count.
+
+    They never train: those with at least 5 clips are the test speakers, the others are
+    left out altogether (the protocol's "all other speakers" are those outside the range).
+
+    Example
+    -------
+    >>> held_out_speakers({"0a": 5, "1b": 4, "4d": 2})
+    ['0a', '1b']
+    """
+    return sorted(spk for spk in counts if spk[:1].lower() in TEST_FIRST_DIGITS)
+
+
 def split_speakers(counts):
     """(test, train) speaker lists of the fixed protocol, from clips per speaker.
 
     Example
     -------
     >>> split_speakers({"0a": 5, "1b": 4, "3c": 1, "4d": 2, "fe": 1, "2f": 9})
-    (['0a', '2f'], ['1b', '4d'])
+    (['0a', '2f'], ['4d'])
     """
-    test = sorted(
-        spk for spk, n in counts.items() if spk[:1].lower() in TEST_FIRST_DIGITS
-        and n >= MIN_TEST_CLIPS
-    )
-    train = sorted(spk for spk, n in counts.items() if spk not in test and n >= MIN_TRAIN_CLIPS)
+    held_out = held_out_speakers(counts)
+    test = [spk for spk in held_out if counts[spk] >= MIN_TEST_CLIPS]
+    train = sorted(spk for spk, n in counts.items() if spk not in held_out and n >= MIN_TRAIN_CLIPS)
     return test, train
 
 

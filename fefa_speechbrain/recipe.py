@@ -16,7 +16,8 @@ from fefa_speechbrain.data.prepare import CHECK_MODES, prepare_folder_corpus, pr
 
 CORPORA = ("voxceleb", "folder")
 CHOICES = {"corpus": CORPORA, "check_audio": CHECK_MODES}
-FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu")
+FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu",
+         "random_channel")
 POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr")
 POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim", "prep_jobs")
 NON_NEGATIVE_INTEGERS = ("num_workers",)

@@ -29,8 +29,11 @@ from fefa_speechbrain.features import feature_lengths
 class SpeakerBrain(sb.core.Brain):
     """Trains ``embedding_model`` + ``classifier`` to classify training speakers.
 
-    hparams used: ``compute_cost``, ``lr_annealing``, ``train_logger``, and
-    ``augment`` (bool) with ``augmenter`` (a SpeechBrain ``Augmenter``).
+    hparams used: ``compute_cost``, ``lr_annealing``, ``train_logger``,
+    ``augment`` (bool) with ``augmenter`` (a SpeechBrain ``Augmenter``), and
+    ``random_channel`` (bool) with ``channel_augment`` (a
+    :class:`fefa_speechbrain.augment.RandomChannel`, applied in place to every training
+    batch, before the ``Augmenter``).
     """
 
     def _augmenter(self, stage):
@@ -53,6 +56,8 @@ class SpeakerBrain(sb.core.Brain):
         """Waveforms -> speaker logits."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and getattr(self.hparams, "random_channel", False):
+            wavs = self.hparams.channel_augment(wavs, lens)
         augment = self._augmenter(stage)
         if augment is not None:
             wavs, lens = augment(wavs, lens)

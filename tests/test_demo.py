@@ -63,3 +63,4 @@ def test_demo_runs_every_step_and_lists_its_outputs(tmp_path, fefa):
     assert eer and float(eer.group(1)) == pytest.approx(100 * results["eer"], abs=0.006)
     hparams = (experiment / "hyperparams.yaml").read_text()
     assert "width: 0.125" in hparams and "batch_size: 4" in hparams and "lr: 0.003" in hparams
+    assert "random_channel: True" in hparams

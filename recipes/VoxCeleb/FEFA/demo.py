@@ -39,6 +39,7 @@ DEMO_TRAINING = [
     "--batch_size=16",
     "--lr=0.003",
     "--lr_final=0.0003",
+    "--random_channel=True",
     "--num_workers=0",
 ]
 
