@@ -29,7 +29,9 @@ from fefa_speechbrain.features import feature_lengths
 class SpeakerBrain(sb.core.Brain):
     """Trains ``embedding_model`` + ``classifier`` to classify training speakers.
 
-    hparams used: ``compute_cost``, ``lr_annealing``, ``train_logger``,
+    hparams used: ``compute_cost``, ``lr_annealing`` (per epoch), ``lr_warmup_steps``
+    (optional, default 0: a linear warm-up of the learning rate over the first optimizer
+    steps, from ``1/lr_warmup_steps`` of the scheduled value to all of it), ``train_logger``,
     ``augment`` (bool) with ``augmenter`` (a SpeechBrain ``Augmenter``), and
     ``random_channel`` (bool) with ``channel_augment`` (a
     :class:`fefa_speechbrain.augment.RandomChannel`, applied in place to every training
@@ -51,6 +53,18 @@ class SpeakerBrain(sb.core.Brain):
                 self.modules[name] = DistributedDataParallel(
                     module, device_ids=None, find_unused_parameters=self.find_unused_parameters
                 )
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Linear learning-rate warm-up: step ``k`` (0-based) of the first
+        ``lr_warmup_steps`` uses ``(k + 1) / lr_warmup_steps`` of the epoch's scheduled
+        rate. The step counter is checkpointed by the Brain, so a resumed run continues the
+        warm-up where it stopped."""
+        warmup = getattr(self.hparams, "lr_warmup_steps", 0) or 0
+        if self.optimizer_step >= warmup:
+            return
+        scheduled, _ = self.hparams.lr_annealing(self.hparams.epoch_counter.current)
+        factor = (self.optimizer_step + 1) / warmup
+        sb.nnet.schedulers.update_learning_rate(self.optimizer, scheduled * factor)
 
     def compute_forward(self, batch, stage):
         """Waveforms -> speaker logits."""
