@@ -1,6 +1,6 @@
 """The demo driver (``bash scripts/demo.sh`` runs it): every step on a tiny corpus.
 
-The real demo (40 speakers, 22 epochs) takes minutes; here the same driver runs with
+The real demo (100 speakers, 20 epochs) takes minutes; here the same driver runs with
 options a user could pass (fewer speakers, one epoch, a narrower model), and the test
 checks what the driver promises: every step ran, every output it lists exists, the EER
 line is printed, the exported folder scores through SpeechBrain, and options given
@@ -42,7 +42,8 @@ def test_later_options_replace_the_demo_defaults():
 def test_demo_runs_every_step_and_lists_its_outputs(tmp_path, fefa):
     command = [
         sys.executable, str(DEMO), f"--fefa={fefa}", f"--output={tmp_path / 'demo'}",
-        "--speakers=5", "--test-speakers=2", "--sessions=2", "--utts=3", "--epochs=1",
+        "--speakers=5", "--test-speakers=2", "--sessions=2", "--utts=3", "--min-dur=1.5",
+        "--max-dur=2.5", "--epochs=1",
         *TINY_TRAINING,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -54,16 +55,27 @@ def test_demo_runs_every_step_and_lists_its_outputs(tmp_path, fefa):
     for step in steps:
         assert f"\n[{step}] " in output, f"step {step} missing:\n{output[-3000:]}"
     assert ("[6]" in output) == (fefa != "none")
-    scored = re.findall(r"(same speaker|different speakers) .*: cosine (-?[\d.]+)", output)
-    assert [kind for kind, _ in scored] == ["same speaker", "different speakers"]
-    assert all(-1.0 <= float(score) <= 1.0 for _, score in scored)
+    scored = re.findall(
+        r"(same speaker|different speakers) .*: cosine (-?[\d.]+), "
+        r"same speaker \(cosine >= (-?[\d.]+), the EER threshold\): (True|False)",
+        output,
+    )
+    assert [kind for kind, *_ in scored] == ["same speaker", "different speakers"], output[-3000:]
+    assert all(-1.0 <= float(score) <= 1.0 for _, score, _, _ in scored)
 
     listed = re.findall(r"^  [\w ]+:\s+(/\S+)", output, flags=re.M)
     assert len(listed) >= 6 and all(Path(path).exists() for path in listed), listed
     experiment = tmp_path / "demo" / "train" / f"thin_resnet34_tap_fefa_{fefa}"
     results = json.loads((experiment / "verification" / "results.json").read_text())
+    # The pairs are decided with the EER threshold of the verification step.
+    for _, score, threshold, decision in scored:
+        assert float(threshold) == pytest.approx(results["eer_threshold"], abs=6e-4)
+        if abs(float(score) - results["eer_threshold"]) > 1e-3:
+            assert (decision == "True") == (float(score) >= results["eer_threshold"])
     eer = re.search(r"^EER ([\d.]+)%", output, flags=re.M)
     assert eer and float(eer.group(1)) == pytest.approx(100 * results["eer"], abs=0.006)
+    manifest = json.loads((tmp_path / "demo" / "corpus" / "synthetic_manifest.json").read_text())
+    assert (manifest["config"]["min_duration"], manifest["config"]["max_duration"]) == (1.5, 2.5)
     hparams = (experiment / "hyperparams.yaml").read_text()
     # Every training option reaches the recipe: the test's own, and the driver's defaults
     # that they did not replace.
