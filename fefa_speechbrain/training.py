@@ -63,8 +63,9 @@ class SpeakerBrain(sb.core.Brain):
         if self.optimizer_step >= warmup:
             return
         scheduled, _ = self.hparams.lr_annealing(self.hparams.epoch_counter.current)
-        factor = (self.optimizer_step + 1) / warmup
-        sb.nnet.schedulers.update_learning_rate(self.optimizer, scheduled * factor)
+        # Set directly: SpeechBrain's update_learning_rate logs every change, once a step.
+        for group in self.optimizer.param_groups:
+            group["lr"] = scheduled * (self.optimizer_step + 1) / warmup
 
     def compute_forward(self, batch, stage):
         """Waveforms -> speaker logits."""
