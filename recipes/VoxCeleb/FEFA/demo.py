@@ -103,7 +103,8 @@ def score_pairs(pretrained, trials_file, audio_root, threshold):
             pairs.setdefault(label, (enrol, test))
     for label, name in (("1", "same speaker"), ("0", "different speakers")):
         enrol, test = (os.path.join(audio_root, p) for p in pairs[label])
-        score, decision = model.verify_files(enrol, test, threshold=threshold)
+        waveforms = [model.load_audio(path).unsqueeze(0) for path in (enrol, test)]
+        score, decision = model.verify_batch(*waveforms, threshold=threshold)
         print(
             f"  {name:18s} {os.path.relpath(enrol, audio_root)} vs "
             f"{os.path.relpath(test, audio_root)}: cosine {float(score):.3f}, "
