@@ -58,7 +58,9 @@ class SpeakerBrain(sb.core.Brain):
         """Linear learning-rate warm-up: step ``k`` (0-based) of the first
         ``lr_warmup_steps`` uses ``(k + 1) / lr_warmup_steps`` of the epoch's scheduled
         rate. The step counter is checkpointed by the Brain, so a resumed run continues the
-        warm-up where it stopped."""
+        warm-up where it stopped. SpeechBrain's ``LinearWarmupScheduler`` is not used: it
+        owns the whole per-step schedule, whereas this keeps every yaml's per-epoch
+        ``lr_annealing`` and only scales its first steps."""
         warmup = getattr(self.hparams, "lr_warmup_steps", 0) or 0
         if self.optimizer_step >= warmup:
             return
