@@ -52,7 +52,7 @@ def speaker_of(path):
 
 
 def fit_lda(vectors, speakers, shrinkage=1e-3):
-    """Projection [dim, n_speakers - 1] maximizing between- over within-speaker scatter.
+    """Projection [dim, min(dim, n_speakers - 1)]: between- over within-speaker scatter.
 
     The within-speaker scatter is shrunk towards its mean eigenvalue (``shrinkage``)
     so that it stays invertible with few files per speaker.
