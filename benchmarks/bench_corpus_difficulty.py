@@ -2,7 +2,7 @@
 
 For the built-in generated corpus (or any corpus in the VoxCeleb layout with a trial
 list), each file is reduced to its long-term average spectrum: the mean over frames of
-the 257-bin log-magnitude spectrogram (``fefa_speechbrain.features.Spectrogram``), and
+the 257-bin log-magnitude spectrogram (``fefa_speechbrain.lobes.features.Spectrogram``), and
 the trials are scored with
 
 - ``mean_log_spectrum``: the cosine between the two files' mean log-spectra, mean removed
@@ -34,9 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from protocol import command_line, machine_info, write_json  # noqa: E402
 
 from fefa_speechbrain.data.audio import load_audio  # noqa: E402
-from fefa_speechbrain.features import Spectrogram  # noqa: E402
-from fefa_speechbrain.metrics import compute_eer  # noqa: E402
-from fefa_speechbrain.verification import read_trials, trial_files  # noqa: E402
+from fefa_speechbrain.lobes.features import Spectrogram  # noqa: E402
+from fefa_speechbrain.evaluation.metrics import compute_eer  # noqa: E402
+from fefa_speechbrain.data.trials import read_trials, trial_files  # noqa: E402
 
 
 def mean_log_spectrum(path, spectrogram):

@@ -46,14 +46,14 @@ import time
 from dataclasses import dataclass, field
 
 import protocol
-from fefa_speechbrain.data.io import atomic_write_text
+from fefa_speechbrain.atomic import atomic_write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "VoxCeleb", "FEFA")
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data",
                                              "speech_commands_v002_test"))
 PREP_SEED = 1986  # the recipe's default seed: fixes the train/dev split and the trials
-FRAME_NORM_LINE = "mean_var_norm: !new:fefa_speechbrain.features.FrameNormalization"
+FRAME_NORM_LINE = "mean_var_norm: !new:fefa_speechbrain.lobes.features.FrameNormalization"
 SENTENCE_NORM = (
     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\n"
     "    norm_type: sentence"
@@ -216,6 +216,7 @@ def plan_runs(args, prepared):
             verify = [
                 sys.executable, "speaker_verification.py", "hparams/verification.yaml",
                 f"--experiment_folder={folder}",
+                f"--data_folder={args.data_folder}",
                 f"--verification_file={os.path.join(prepared, 'trials.txt')}",
                 f"--audio_root={args.data_folder}",
             ]
@@ -412,8 +413,8 @@ def noise_task(args, prepared, folders, log):
                            for name in NOISE_MODELS)
     command = [
         sys.executable, "noise_robustness.py", "hparams/noise_robustness.yaml",
-        f"--experiments={experiments}",
-        f"--trials_file={os.path.join(prepared, 'trials.txt')}",
+        f"--experiments={experiments}", f"--data_folder={args.data_folder}",
+        f"--verification_file={os.path.join(prepared, 'trials.txt')}",
         f"--audio_root={args.data_folder}", f"--output_folder={output}",
     ]
     if args.snr_levels:
@@ -436,7 +437,8 @@ def attention_task(args, prepared, folder, log):
     output = os.path.join(args.mode_dir, "attention")
     command = [
         sys.executable, "plot_attention.py", "hparams/plot_attention.yaml",
-        f"--experiment={folder}", f"--file_list={os.path.join(prepared, 'trials.txt')}",
+        f"--data_folder={args.data_folder}", f"--experiment_folder={folder}",
+        f"--verification_file={os.path.join(prepared, 'trials.txt')}",
         f"--audio_root={args.data_folder}", f"--output_folder={output}", "--n_overlays=2",
     ]
     log("attention plot: " + folder)

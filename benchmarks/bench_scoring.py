@@ -69,7 +69,7 @@ def _current_rss_mib():
 def _callable_for(implementation, metric, scores, labels, p_target):
     """Returns (a function of no argument returning the metric value, its description)."""
     if implementation == "fefa_speechbrain":
-        from fefa_speechbrain.metrics import compute_eer, compute_min_dcf, verification_report
+        from fefa_speechbrain.evaluation.metrics import compute_eer, compute_min_dcf, verification_report
 
         if metric == "eer":
             return lambda: compute_eer(scores, labels)[0]

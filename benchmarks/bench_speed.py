@@ -10,7 +10,7 @@ Parts (``--parts``, all by default):
     ``bench_quality.py`` trains on CPU (``cpu``); and SpeechBrain's own ResNet and
     ECAPA-TDNN with their VoxCeleb recipes' configurations (80 fbanks, per-sentence
     mean normalization, AAM head), each with and without a FEFA in front
-    (:class:`fefa_speechbrain.wrapper.FEFAWrapper`). The variants of one model run in
+    (:class:`fefa_speechbrain.lobes.wrapper.FEFAWrapper`). The variants of one model run in
     the same fresh process, interleaved (A B C A B C ...), so that slow drifts of the
     machine hit every variant alike; the FEFA overhead is the median over repetitions
     of the per-repetition step-time ratio. Throughput is ``batch / median step time``.
@@ -33,7 +33,7 @@ Parts (``--parts``, all by default):
     against ``--threads`` concurrent one-thread processes.
 ``loader``
     Whether data loading keeps up: utterances per second delivered by the recipe's
-    data pipeline (:func:`fefa_speechbrain.dataio.speaker_dataset`, SpeechBrain's
+    data pipeline (:func:`fefa_speechbrain.data.dataset.speaker_dataset`, SpeechBrain's
     dataloader) reading random ``--crop`` second crops of 3 s FLAC files (written to a
     temporary folder), for each ``--loader-workers`` count, to compare with the
     training throughput.
@@ -91,7 +91,7 @@ INPUT_GRAD = "none+input-grad"
 
 def recipe_modules(backbone, fefa, width_name, tmpdir):
     """The recipe's modules and loss for one configuration, from its hparams yaml."""
-    from fefa_speechbrain.recipe import load_hparams
+    from fefa_speechbrain.hparams import load_hparams
 
     yaml_name, _ = BACKBONES[backbone]
     width, ecapa_channels = WIDTHS[width_name]
@@ -118,7 +118,7 @@ def speechbrain_modules(name, fefa):
     from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
     from speechbrain.processing.features import InputNormalization
 
-    from fefa_speechbrain.wrapper import FEFAWrapper
+    from fefa_speechbrain.lobes.wrapper import FEFAWrapper
 
     if name == "sb_resnet":
         model = ResNet(
@@ -202,7 +202,7 @@ class Trainer:
 
     def step(self):
         """One optimizer step; returns its wall time in seconds."""
-        from fefa_speechbrain.features import feature_lengths
+        from fefa_speechbrain.lobes.features import feature_lengths
 
         torch, m = self.torch, self.modules
         self._synchronize()
@@ -388,7 +388,7 @@ def embedding_pipeline(modules):
     """waveform [batch, samples] -> embeddings [batch, dim], as a traceable module."""
     import torch
 
-    from fefa_speechbrain.features import feature_lengths
+    from fefa_speechbrain.lobes.features import feature_lengths
 
     class EmbeddingPipeline(torch.nn.Module):
         def __init__(self):
@@ -538,8 +538,8 @@ def loader_throughput(settings, workers, n_files, passes):
     """Utterances per second from the recipe's data pipeline with ``workers`` workers."""
     import speechbrain as sb
 
-    from fefa_speechbrain.data.io import atomic_write_csv
-    from fefa_speechbrain.dataio import speaker_dataset
+    from fefa_speechbrain.atomic import atomic_write_csv
+    from fefa_speechbrain.data.dataset import speaker_dataset
 
     with tempfile.TemporaryDirectory() as folder:
         rows = _write_random_flacs(folder, n_files, 3.0, settings["seed"])

@@ -11,7 +11,7 @@ The fixed protocol of ``../shared/data/speech_commands_v002_test`` (its README):
   non-target pairs (what :func:`fefa_speechbrain.data.prepare.prepare_folder_corpus`
   generates from a list of test speakers).
 
-Every output file is written atomically through :mod:`fefa_speechbrain.data.io`.
+Every output file is written atomically through :mod:`fefa_speechbrain.atomic`.
 """
 
 import datetime
@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-from fefa_speechbrain.data.io import atomic_write_json, atomic_write_text
+from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
 
 TEST_FIRST_DIGITS = "0123"
 MIN_TEST_CLIPS = 5

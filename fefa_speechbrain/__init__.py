@@ -1,25 +1,49 @@
 """fefa_speechbrain: Fine-grained Early Frequency Attention as SpeechBrain lobes.
 
-Layout
-------
-Model lobes (tensors [batch, time, freq], relative lengths):
+- ``lobes``: the models (FEFA, features, masked layers, backbones, pooling, wrapper,
+  classifier, augmentation); tensors [batch, time, features] with relative lengths.
+- ``data``: audio checks, corpus preparation, trial lists, datasets, the synthetic corpus.
+- ``evaluation``: embeddings of a trained experiment, verification, metrics, noise
+  robustness, FEFA's attention.
+- ``hparams``, ``checkpoints``, ``atomic``, ``checks``: recipe support.
+- ``export`` (SpeechBrain pretrained-model folders) and ``plotting`` (figures only).
 
-- ``features``: 257-bin spectrogram front-end, per-frame normalization, frame-exact lengths.
-- ``fefa``: FEFA (single placement, on the input) and FEFA2d (multiple placement).
-- ``placement``: length-carrying conv/pool layers and the FEFA placement shared by backbones.
-- ``vggm``, ``thin_resnet``, ``thin_seresnet``: the paper's backbones.
-- ``pooling``: temporal average pooling, GhostVLAD, attentive statistics pooling.
-- ``wrapper``: FEFA in front of any SpeechBrain embedding model (ECAPA-TDNN, ResNet).
-- ``classifier``: softmax / additive-angular-margin speaker head and loss.
-- ``lengths``: relative/absolute length bookkeeping and masking.
-
-Recipe support (used by ``recipes/VoxCeleb/FEFA``):
-
-- ``data``: audio checks, atomic writes, corpus preparation, the synthetic demo corpus.
-- ``dataio``, ``training``, ``checkpoints``, ``recipe``: the Brain loop and its data.
-- ``inference``, ``verification``, ``metrics``: embeddings, scoring, EER/minDCF.
-- ``noise``, ``robustness``, ``plotting``, ``export``: the paper's noise test, figures,
-  and export to a SpeechBrain pretrained-model folder.
+The recipe (Brain subclass, data pipeline) is in ``recipes/VoxCeleb/FEFA``;
+``docs/design.md`` follows the data from wav to score.
 """
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
 __version__ = "0.1.0"
+
+# Module paths before the lobes/ data/ evaluation/ layout: yamls of experiments trained
+# and folders exported earlier name them (``!new:fefa_speechbrain.vggm.VGGM``).
+_MOVED = {
+    **{name: f"lobes.{name}" for name in (
+        "fefa", "features", "lengths", "pooling", "vggm", "thin_resnet", "thin_seresnet",
+        "wrapper", "classifier", "augment")},
+    **{name: f"evaluation.{name}" for name in (
+        "inference", "verification", "metrics", "robustness", "noise")},
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports ``fefa_speechbrain.<old name>`` as the module it became."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix, _, name = fullname.partition(".")
+        if prefix == __name__ and name in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{__name__}.{_MOVED[spec.name.partition('.')[2]]}")
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.append(_MovedModules())

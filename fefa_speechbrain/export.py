@@ -46,7 +46,6 @@ Design decisions
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -59,11 +58,17 @@ from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, TaggedScalar
 from speechbrain.dataio.encoder import CategoricalEncoder
-from speechbrain.utils.checkpoints import torch_patched_state_dict_load
 
 import fefa_speechbrain
-from fefa_speechbrain.inference import SpeakerEmbedder, find_hparams_file, load_experiment
-from fefa_speechbrain.recipe import load_hparams
+# load_checked_state_dict, load_label_encoder: named here by folders exported before 0.2
+from fefa_speechbrain.atomic import fsync_path
+from fefa_speechbrain.checkpoints import (  # noqa: F401
+    PretrainedFolderError,
+    load_checked_state_dict,
+    load_label_encoder,
+)
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.hparams import load_hparams
 
 INTERFACE = "SpeakerRecognition"
 MODULE_KEYS = ("compute_features", "mean_var_norm", "embedding_model", "classifier")
@@ -93,9 +98,9 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         classifier: !ref <classifier>
         label_encoder: !ref <label_encoder>
     custom_hooks:
-        embedding_model: !name:fefa_speechbrain.export.load_checked_state_dict
-        classifier: !name:fefa_speechbrain.export.load_checked_state_dict
-        label_encoder: !name:fefa_speechbrain.export.load_label_encoder
+        embedding_model: !name:fefa_speechbrain.checkpoints.load_checked_state_dict
+        classifier: !name:fefa_speechbrain.checkpoints.load_checked_state_dict
+        label_encoder: !name:fefa_speechbrain.checkpoints.load_label_encoder
 """
 
 AUDIO_NORMALIZER_BLOCK = """
@@ -103,10 +108,6 @@ AUDIO_NORMALIZER_BLOCK = """
 audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
     sample_rate: !ref <sample_rate>
 """
-
-
-class PretrainedFolderError(ValueError):
-    """A pretrained folder, or the experiment it comes from, cannot give a working model."""
 
 
 def make_inference_yaml(training_yaml, source="hyperparams.yaml"):
@@ -136,8 +137,8 @@ def make_inference_yaml(training_yaml, source="hyperparams.yaml"):
     ... lin: !new:torch.nn.Linear
     ...     in_features: !ref <width>
     ...     out_features: 2
-    ... compute_features: !new:fefa_speechbrain.features.Spectrogram
-    ... mean_var_norm: !new:fefa_speechbrain.features.FrameNormalization
+    ... compute_features: !new:fefa_speechbrain.lobes.features.Spectrogram
+    ... mean_var_norm: !new:fefa_speechbrain.lobes.features.FrameNormalization
     ... embedding_model: !new:torch.nn.Sequential [!ref <lin>]
     ... classifier: !new:torch.nn.Linear [2, 3]
     ... '''
@@ -235,128 +236,6 @@ def _references(node, key, source):
     if tag not in REFERENCE_TAGS:
         return []
     return [re.split(r"[.\[]", name, maxsplit=1)[0] for name in REFERENCE.findall(str(node.value))]
-
-
-def load_checked_state_dict(module, path):
-    """Loads a state dict into ``module``, refusing any missing or mismatching weight.
-
-    The exported yaml's Pretrainer calls it for ``embedding_model`` and ``classifier``
-    (SpeechBrain's default transfer would only log missing keys and go on).
-
-    Arguments
-    ---------
-    module : torch.nn.Module
-        The module as the yaml builds it.
-    path : str or Path
-        The ``.ckpt`` file (a state dict saved with ``torch.save``).
-
-    Example
-    -------
-    >>> tmp = getfixture("tmpdir")
-    >>> torch.save(torch.nn.Linear(4, 3).state_dict(), f"{tmp}/classifier.ckpt")
-    >>> load_checked_state_dict(torch.nn.Linear(4, 3), f"{tmp}/classifier.ckpt")
-    >>> load_checked_state_dict(torch.nn.Linear(4, 5), f"{tmp}/classifier.ckpt")
-    Traceback (most recent call last):
-    ...
-    fefa_speechbrain.export.PretrainedFolderError: .../classifier.ckpt does not fit the Linear
-    ...: shape mismatch: weight is [3, 4] in the file, [5, 4] in the model; ...
-    """
-    state = read_state_dict(path)
-    problems = state_dict_mismatches(module, state)
-    if problems:
-        raise PretrainedFolderError(
-            f"{path} does not fit the {type(module).__name__} that hyperparams.yaml "
-            f"builds: {'; '.join(problems)}. The file was saved from a model with other "
-            "hyperparameters (e.g. width, emb_dim, n_speakers, fefa, head)."
-        )
-    module.load_state_dict(state, strict=True)
-
-
-def read_state_dict(path):
-    """A state dict from a ``.ckpt`` file, with an error naming the file if it is not one.
-
-    Example
-    -------
-    >>> read_state_dict("nowhere/embedding_model.ckpt")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: nowhere/embedding_model.ckpt is missing
-    """
-    if not os.path.isfile(path):
-        target = os.path.realpath(path)
-        link = ""
-        if target != os.path.abspath(path):
-            link = f" (a link to {target}, which does not exist)"
-        raise FileNotFoundError(f"{path} is missing{link}")
-    try:
-        state = torch_patched_state_dict_load(path)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        raise PretrainedFolderError(
-            f"{path} cannot be read as a PyTorch state dict (truncated or not a "
-            f"checkpoint): {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(state, Mapping):
-        raise PretrainedFolderError(
-            f"{path} holds a {type(state).__name__}, not a state dict of parameters"
-        )
-    return state
-
-
-def state_dict_mismatches(module, state, limit=5):
-    """Human-readable differences between ``module.state_dict()`` and ``state``.
-
-    Example
-    -------
-    >>> state_dict_mismatches(torch.nn.Linear(2, 2), {"weight": torch.zeros(2, 2)})
-    ['missing from the file: bias']
-    """
-    expected = module.state_dict()
-    problems = []
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    shapes = [
-        f"{key} is {list(state[key].shape)} in the file, {list(value.shape)} in the model"
-        for key, value in expected.items()
-        if key in state and tuple(getattr(state[key], "shape", ())) != tuple(value.shape)
-    ]
-    for label, items in (
-        ("missing from the file", missing),
-        ("not in the model", unexpected),
-        ("shape mismatch", shapes),
-    ):
-        if items:
-            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
-            separator = "; " if label == "shape mismatch" else ", "
-            problems.append(f"{label}: {separator.join(items[:limit])}{more}")
-    return problems
-
-
-def load_label_encoder(encoder, path):
-    """Loads the speaker labels into ``encoder``; the Pretrainer hook for ``label_encoder``.
-
-    SpeechBrain's own hook (``load_if_possible``) silently leaves the encoder empty when
-    the file is missing; this one raises.
-
-    Example
-    -------
-    >>> tmp = getfixture("tmpdir")
-    >>> saved = CategoricalEncoder()
-    >>> saved.update_from_iterable(["id10001", "id10002"])
-    >>> saved.save(f"{tmp}/label_encoder.ckpt")
-    >>> encoder = CategoricalEncoder()
-    >>> load_label_encoder(encoder, f"{tmp}/label_encoder.ckpt")
-    >>> encoder.decode_ndim([1, 0])
-    ['id10002', 'id10001']
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing: the speaker labels cannot be loaded")
-    try:
-        encoder.load(path)
-    except (ValueError, SyntaxError) as error:
-        raise PretrainedFolderError(
-            f"{path} is not a CategoricalEncoder label file: {error}"
-        ) from error
-    encoder.ignore_len()
 
 
 def check_pretrained_folder(path, device="cpu"):
@@ -487,17 +366,17 @@ def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu")
     >>> _ = exp.join("hyperparams.yaml").write(f'''
     ... save_folder: {exp}/save
     ... emb_dim: 8
-    ... compute_features: !new:fefa_speechbrain.features.Spectrogram
-    ... mean_var_norm: !new:fefa_speechbrain.features.FrameNormalization
+    ... compute_features: !new:fefa_speechbrain.lobes.features.Spectrogram
+    ... mean_var_norm: !new:fefa_speechbrain.lobes.features.FrameNormalization
     ... ecapa: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
     ...     input_size: 257
     ...     channels: [8, 8, 8, 8, 24]
     ...     attention_channels: 4
     ...     lin_neurons: !ref <emb_dim>
-    ... embedding_model: !new:fefa_speechbrain.wrapper.FEFAWrapper
+    ... embedding_model: !new:fefa_speechbrain.lobes.wrapper.FEFAWrapper
     ...     model: !ref <ecapa>
     ...     n_bins: 257
-    ... classifier: !new:fefa_speechbrain.classifier.SpeakerClassifier
+    ... classifier: !new:fefa_speechbrain.lobes.classifier.SpeakerClassifier
     ...     input_size: !ref <emb_dim>
     ...     n_speakers: 2
     ... modules:
@@ -528,7 +407,7 @@ def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu")
     hparams_file = find_hparams_file(experiment_folder)
     with open(hparams_file, encoding="utf-8") as fin:
         inference_yaml = make_inference_yaml(fin.read(), source=hparams_file)
-    hparams, checkpoint = _load_best_checkpoint(experiment_folder, hparams_file, device)
+    hparams, checkpoint = load_experiment(experiment_folder, device=device)
     label_file = _label_file(hparams, hparams_file)
     probe = probe_batch(hparams.get("sample_rate", 16000))
     expected = SpeakerEmbedder(hparams["modules"], device).embed(*probe)
@@ -541,7 +420,8 @@ def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu")
         _write_folder(staging, inference_yaml, hparams["modules"], label_file, config)
         _, actual = _load_and_check(staging, device)
         _check_same_embeddings(expected, actual, staging)
-        _fsync_tree(staging)
+        for path in [*staging.iterdir(), staging]:
+            fsync_path(path)
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -560,29 +440,6 @@ def _check_destination(out_dir, overwrite):
             f"{out_dir} exists and is not an earlier export (no hyperparams.yaml and "
             "config.json): refusing to replace it"
         )
-
-
-def _load_best_checkpoint(experiment_folder, hparams_file, device):
-    """load_experiment, with the checkpoint file that does not fit named on failure."""
-    try:
-        return load_experiment(experiment_folder, device=device)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        _diagnose_checkpoint(hparams_file)
-        raise PretrainedFolderError(
-            f"The best checkpoint of {experiment_folder} cannot be loaded into the "
-            f"modules of {hparams_file}: {error}"
-        ) from error
-
-
-def _diagnose_checkpoint(hparams_file):
-    """Raises the precise error of the first checkpoint file that does not fit."""
-    hparams = load_hparams(hparams_file)
-    checkpoint = hparams["checkpointer"].find_checkpoint(min_key="ErrorRate")
-    if checkpoint is None:
-        return
-    for key in ("embedding_model", "classifier"):
-        if key in checkpoint.paramfiles:
-            load_checked_state_dict(hparams["modules"][key], checkpoint.paramfiles[key])
 
 
 def _label_file(hparams, hparams_file):
@@ -708,19 +565,6 @@ def _default_dir_mode():
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o777 & ~umask
-
-
-def _fsync_tree(folder):
-    """Flushes the folder's files and the folder itself before the rename."""
-    for path in [*folder.iterdir(), folder]:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:  # folders cannot be opened on some systems
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _move_into_place(staging, out_dir):

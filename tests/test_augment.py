@@ -6,7 +6,7 @@ import pytest
 import torch
 from speechbrain.augment.augmenter import Augmenter
 
-from fefa_speechbrain.augment import RandomChannel
+from fefa_speechbrain.lobes.augment import RandomChannel
 
 SR = 16000
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from fefa_speechbrain.fefa import FEFA, FEFA2d
-from fefa_speechbrain.thin_resnet import ThinResNet34
-from fefa_speechbrain.thin_seresnet import ThinSEResNet34
-from fefa_speechbrain.vggm import VGGM
+from fefa_speechbrain.lobes.fefa import FEFA, FEFA2d
+from fefa_speechbrain.lobes.thin_resnet import ThinResNet34
+from fefa_speechbrain.lobes.thin_seresnet import ThinSEResNet34
+from fefa_speechbrain.lobes.vggm import VGGM
 
 PLACEMENTS = ("none", "single", "multi")
 AGGREGATIONS = {

@@ -20,15 +20,15 @@ from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.speaker import SpeakerRecognition
 
 import fefa_speechbrain.export as export
-from fefa_speechbrain.classifier import SpeakerClassifier
+from fefa_speechbrain.lobes.classifier import SpeakerClassifier
 from fefa_speechbrain.export import (
     PretrainedFolderError,
     check_pretrained_folder,
     export_pretrained,
     make_inference_yaml,
 )
-from fefa_speechbrain.inference import SpeakerEmbedder, load_experiment, pad_signals
-from fefa_speechbrain.recipe import load_hparams
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment, pad_signals
+from fefa_speechbrain.hparams import load_hparams
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb" / "FEFA"
 HPARAMS = RECIPE / "hparams"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fefa_speechbrain.fefa import FEFA, FEFA2d, check_placement
+from fefa_speechbrain.lobes.fefa import FEFA, FEFA2d, check_placement
 
 
 def _trained(module, seed=0):

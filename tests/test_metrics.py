@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from speechbrain.utils.metric_stats import EER as sb_eer
 from speechbrain.utils.metric_stats import minDCF as sb_min_dcf
 
-from fefa_speechbrain.metrics import (
+from fefa_speechbrain.evaluation.metrics import (
     compute_eer,
     compute_min_dcf,
     det_curve,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from speechbrain.augment.augmenter import Augmenter
 
-from fefa_speechbrain.noise import SNR_LEVELS, NoiseAdder, add_noise
+from fefa_speechbrain.evaluation.noise import SNR_LEVELS, NoiseAdder, add_noise
 
 N_SAMPLES = 16000
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fefa_speechbrain.pooling import (
+from fefa_speechbrain.lobes.pooling import (
     AttentiveStatisticsPooling,
     GhostVLAD,
     TemporalAveragePooling,

@@ -1,4 +1,4 @@
-"""Corpus preparation (fefa_speechbrain.data.prepare) and atomic writing (data.io)."""
+"""Corpus preparation (fefa_speechbrain.data.prepare) and atomic writing (fefa_speechbrain.atomic)."""
 
 import csv
 import itertools
@@ -14,13 +14,13 @@ import torch
 
 from fefa_speechbrain.data import prepare as prep
 from fefa_speechbrain.data.audio import load_audio
-from fefa_speechbrain.data.io import atomic_open, atomic_write_csv
+from fefa_speechbrain.atomic import atomic_open, atomic_write_csv
 from fefa_speechbrain.data.prepare import (
     CSV_FIELDS,
     prepare_folder_corpus,
     prepare_voxceleb,
-    read_trial_list,
 )
+from fefa_speechbrain.data.trials import read_trial_list
 
 SR = 16000
 SPEECH_COMMANDS = "/work/shared/data/speech_commands_v002_test"
@@ -504,7 +504,7 @@ def test_interrupted_run_then_rerun_gives_complete_csvs(tmp_path, monkeypatch):
 
 def test_option_errors_are_clear(tmp_path):
     root, trials, save = _vox_setup(tmp_path)
-    with pytest.raises(ValueError, match="verification_pairs_file is None"):
+    with pytest.raises(ValueError, match="verification_file is None"):
         prepare_voxceleb(root, save)
     with pytest.raises(ValueError, match="check_audio"):
         prepare_voxceleb(root, save, trials, check_audio="yes")

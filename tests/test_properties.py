@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fefa_speechbrain.fefa import APPLY_MODES, FEFA, KERNELS, FEFA2d
-from fefa_speechbrain.metrics import compute_eer, compute_min_dcf
+from fefa_speechbrain.lobes.fefa import APPLY_MODES, FEFA, KERNELS, FEFA2d
+from fefa_speechbrain.evaluation.metrics import compute_eer, compute_min_dcf
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -16,9 +16,10 @@ layout (:func:`fefa_speechbrain.data.synthetic.generate_corpus`):
 The slow tests (resume here, DDP in test_ddp.py) have ``slow`` in their names:
 ``-k "not slow"`` leaves them out while iterating.
 
-``test_debug_flags`` of the CSV may hold the placeholders ``{corpus}`` (the generated
-corpus), ``{prep}`` (the folder of the prepared CSVs) and ``{experiment}`` (the output
-folder of the 2-epoch training run); the runner adds ``--output_folder``. The debug runs
+``test_debug_flags`` of the CSV point at ``tests/tmp/fefa/{corpus,prep,experiment}``
+(what SpeechBrain's runner makes through ``tests/recipes/setup``); here they are replaced
+by the generated corpus, the prepared CSVs and the 2-epoch training run of this module,
+and the runner adds ``--output_folder``. The debug runs
 go two at a time (the machine has two cores); every subprocess gets ``OMP_NUM_THREADS=1``.
 """
 
@@ -202,6 +203,7 @@ def verified(trained, corpus):
         [
             "speaker_verification.py",
             "hparams/verification.yaml",
+            f"--data_folder={corpus}",
             f"--experiment_folder={trained}",
             f"--verification_file={corpus}/veri_test2.txt",
             f"--audio_root={corpus}/wav",
@@ -232,7 +234,10 @@ def debug_runs(corpus, prep_folder, trained, tmp_path_factory):
 
     def start(row):
         output = base / row_id(row)
-        flags = shlex.split(row["test_debug_flags"].format(**places))
+        text = row["test_debug_flags"]
+        for name, path in places.items():
+            text = text.replace(f"tests/tmp/fefa/{name}", str(path))
+        flags = shlex.split(text)
         args = [row["Script_file"], row["Hparam_file"], *flags, f"--output_folder={output}"]
         return output, run(args, cwd=REPO)
 

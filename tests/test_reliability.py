@@ -32,11 +32,13 @@ from fefa_speechbrain.data.audio import AudioError, load_audio
 from fefa_speechbrain.data.prepare import prepare_folder_corpus
 from fefa_speechbrain.data.synthetic import generate_corpus
 from fefa_speechbrain.export import PretrainedFolderError
-from fefa_speechbrain.features import FrameNormalization, Spectrogram
-from fefa_speechbrain.inference import SpeakerEmbedder, load_experiment, pad_signals
-from fefa_speechbrain.recipe import load_hparams, load_recipe_hparams
-from fefa_speechbrain.verification import TrialListError, evaluate_experiment
-from fefa_speechbrain.wrapper import FEFAWrapper
+from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment, pad_signals
+from fefa_speechbrain.hparams import load_hparams
+from fefa_speechbrain.data.trials import TrialListError
+from fefa_speechbrain.evaluation.verification import evaluate_experiment
+from fefa_speechbrain.lobes.wrapper import FEFAWrapper
+from recipe_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "FEFA"
@@ -45,6 +47,7 @@ HPARAMS = RECIPE / "hparams"
 TAP_YAML = HPARAMS / "train_thin_resnet34_tap.yaml"
 SR = 16000
 KILL_TIMEOUT = 240
+load_training_hparams = load_script("train_speaker_embeddings").load_training_hparams
 
 
 def _env():
@@ -325,12 +328,12 @@ def test_bad_trial_list_fails_before_the_model_is_even_loaded(tmp_path, embed_ca
         evaluate_experiment(str(tmp_path / "no_such_experiment"), trials, str(tmp_path / "out"),
                             audio_root=str(root))
     message = str(error.value)
-    assert "has 13 bad lines" in message and "... and 3 more" in message
-    assert "line 3: 2 fields instead of 3: '1 a/1.wav'" in message
-    assert "line 4: label '2' is not 0 or 1" in message
-    assert "line 5: label 'yes' is not 0 or 1" in message
-    assert f"line 6: missing file {root / 'zz' / '9.wav'}" in message
-    assert "line 7: 5 fields instead of 3" in message
+    assert "13 problems (first 10 shown)" in message
+    assert "line 3: expected 3 fields 'label enrol test', found 2: '1 a/1.wav'" in message
+    assert "line 4: label must be 0 or 1, found '2'" in message
+    assert "line 5: label must be 0 or 1, found 'yes'" in message
+    assert f"line 6: file not found: zz/9.wav (looked under {root})" in message
+    assert "line 7: expected 3 fields 'label enrol test', found 5" in message
     assert "line 13:" not in message  # only the first 10 problems are shown
     assert embed_calls == [] and not (tmp_path / "out").exists()
 
@@ -501,7 +504,7 @@ def test_invalid_values_are_all_listed_before_preparation(tmp_path, corpus):
         "fefa_rescale": "maybe", "num_workers": -1, "lr": 0,
     }
     with pytest.raises(ValueError) as error:
-        load_recipe_hparams(TAP_YAML, overrides)
+        load_training_hparams(TAP_YAML, overrides)
     assert str(error.value).splitlines()[1:] == [
         "  fefa_rescale='maybe': must be True or False",
         "  corpus='timit': choose one of ['voxceleb', 'folder']",
@@ -521,7 +524,7 @@ def test_tagged_yaml_override_is_applied_and_speakers_are_counted(tmp_path, corp
         "width: 0.125", "check_audio: header", "split_ratio: [75, 25]",
         "mean_var_norm: !new:speechbrain.processing.features.InputNormalization",
     ])
-    hparams, applied = load_recipe_hparams(TAP_YAML, overrides)
+    hparams, applied = load_training_hparams(TAP_YAML, overrides)
     norm = hparams["mean_var_norm"]
     assert type(norm).__name__ == "InputNormalization" and norm.norm_type == "global"
     assert hparams["n_speakers"] == 3 and hparams["classifier"].weight.shape[0] == 3
@@ -681,7 +684,8 @@ def test_checkpoint_killed_mid_write_is_never_loaded(tmp_path):
 
 PREP_DRIVER = """
 import sys, time
-from fefa_speechbrain.data import io as atomic_io, prepare
+from fefa_speechbrain import atomic as atomic_io
+from fefa_speechbrain.data import prepare
 
 root, save, stage = sys.argv[1:4]
 

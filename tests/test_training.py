@@ -5,7 +5,9 @@ import torch
 from speechbrain.nnet.schedulers import LinearScheduler
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from fefa_speechbrain.training import SpeakerBrain
+from recipe_scripts import load_script
+
+SpeakerBrain = load_script("train_speaker_embeddings").SpeakerBrain
 
 
 def make_brain(warmup_steps, lr=0.01, lr_final=0.001, epochs=3):

@@ -4,8 +4,8 @@ import torch
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
-from fefa_speechbrain.features import FrameNormalization, Spectrogram
-from fefa_speechbrain.wrapper import FEFAWrapper
+from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram
+from fefa_speechbrain.lobes.wrapper import FEFAWrapper
 
 
 def _small_ecapa(n_in):

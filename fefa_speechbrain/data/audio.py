@@ -49,6 +49,7 @@ MIN_SAMPLES = 400
 SILENCE_PEAK = 1e-4
 CLIP_LEVEL = 0.999
 CLIP_FRACTION = 0.001
+CHECK_MODES = ("full", "header", "none")  # how much of every file the preparation reads
 UNSUPPORTED_EXTENSIONS = (".m4a", ".aac", ".mp4")
 
 # torchaudio's default sinc kernel (used by load_audio): 6 zero crossings, rolloff 0.99.

@@ -83,12 +83,21 @@ import os
 import random
 import shutil
 import sys
-from collections import defaultdict, namedtuple
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from .audio import AudioInfo, conversion_hint, inspect_audio, is_unsupported, resampled_length
-from .io import atomic_write_csv, atomic_write_json, atomic_write_text
+from fefa_speechbrain.data.audio import (
+    CHECK_MODES,
+    AudioInfo,
+    conversion_hint,
+    inspect_audio,
+    is_unsupported,
+    resampled_length,
+)
+from fefa_speechbrain.checks import check_choice
+from fefa_speechbrain.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
+from fefa_speechbrain.data.trials import generate_trials, read_trial_list
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +107,11 @@ OPTIONS_FILE = "prepare_options.json"
 REPORT_FILE = "prepare_report.json"
 TRIALS_FILE = "trials.txt"
 MIN_LAST_CHUNK_SECONDS = 1.0
-CHECK_MODES = ("full", "header", "none")
+
 SPLITS = ("train", "dev", "test")
 MAX_LISTED = 20
-MAX_TRIAL_ERRORS = 10
 VOX1_TEST_ZIP = "vox1_test_wav.zip"
 FORMAT_VERSION = 1
-
-Trial = namedtuple("Trial", ["label", "enrol", "test", "line"])
-Trial.__doc__ = "One trial: label (0/1), enrol and test paths, the 1-based line number."
-
 
 @dataclass(frozen=True)
 class Utterance:
@@ -155,7 +159,7 @@ class Utterance:
 def prepare_voxceleb(
     data_folder,
     save_folder,
-    verification_pairs_file=None,
+    verification_file=None,
     splits=SPLITS,
     split_ratio=(90, 10),
     seg_dur=3.0,
@@ -176,7 +180,7 @@ def prepare_voxceleb(
         One or more roots (a list, or a comma-separated string as in SpeechBrain).
     save_folder : str
         Where the CSVs, ``trials.txt`` and the report go.
-    verification_pairs_file : str
+    verification_file : str
         Trial list (e.g. ``veri_test2.txt``), paths relative to ``<root>/wav``. Needed
         for ``"test"``. Its speakers (both columns) are removed from train and dev.
     splits : sequence of str
@@ -221,21 +225,21 @@ def prepare_voxceleb(
     roots = _data_folders(data_folder)
     if source is not None:
         _unpack_vox1_test(source, roots[0])
-    if "test" in splits and verification_pairs_file is None:
+    if "test" in splits and verification_file is None:
         raise ValueError(
-            "prepare_voxceleb: splits include 'test' but verification_pairs_file is None; "
+            "prepare_voxceleb: splits include 'test' but verification_file is None; "
             "give the trial list (e.g. veri_test2.txt) or leave 'test' out of splits"
         )
     utterances = _scan_voxceleb(roots)
     index = _index(utterances)
     trials = None
-    if verification_pairs_file is not None:
+    if verification_file is not None:
         where = ", ".join(os.path.join(root, "wav") for root in roots)
-        trials = read_trial_list(verification_pairs_file, resolve=index.__contains__, where=where)
+        trials = read_trial_list(verification_file, resolve=index.__contains__, where=where)
     options = {
         "corpus": "voxceleb",
         "data_folder": roots,
-        "verification_pairs_file": _abs_or_none(verification_pairs_file),
+        "verification_pairs_file": _abs_or_none(verification_file),  # key kept: earlier preparations stay valid
         "splits": splits,
         "split_ratio": list(split_ratio),
         "seg_dur": seg_dur,
@@ -244,7 +248,7 @@ def prepare_voxceleb(
         "check_audio": check_audio,
         "seed": seed,
     }
-    fingerprint = _fingerprint(utterances, verification_pairs_file)
+    fingerprint = _fingerprint(utterances, verification_file)
     previous = _previous_summary(save_folder, options, fingerprint, splits, verbose)
     if previous is not None:
         return previous
@@ -269,7 +273,7 @@ def prepare_voxceleb(
 def prepare_folder_corpus(
     data_folder,
     save_folder,
-    verification_pairs_file=None,
+    verification_file=None,
     test_speakers=None,
     n_test_speakers=None,
     n_trials=None,
@@ -292,7 +296,7 @@ def prepare_folder_corpus(
     Test speakers: ``test_speakers`` (ids, or the path of a text file with one id per
     line; blank lines and ``#`` comments ignored), else ``n_test_speakers`` drawn with
     ``seed`` among the speakers with at least ``min_utts_test`` usable files, else the
-    speakers of ``verification_pairs_file``. The speakers of the trial list and the test
+    speakers of ``verification_file``. The speakers of the trial list and the test
     speakers never appear in train or dev. Without a trial list, a listed test speaker
     with fewer than ``min_utts_test`` usable files is left out of the test set too; other
     speakers with fewer than ``min_utts_train`` usable files are dropped from training
@@ -310,7 +314,7 @@ def prepare_folder_corpus(
         The corpus root.
     save_folder : str
         Output folder.
-    verification_pairs_file : str
+    verification_file : str
         Optional trial list, paths relative to ``data_folder``.
     test_speakers : list of str or str
         Speaker ids, or the path of a file with one id per line.
@@ -353,7 +357,7 @@ def prepare_folder_corpus(
     """
     splits = _check_common_options(splits, split_ratio, seg_dur, check_audio, n_jobs)
     _check_folder_options(
-        verification_pairs_file, test_speakers, n_test_speakers, n_trials,
+        verification_file, test_speakers, n_test_speakers, n_trials,
         min_utts_train, min_utts_test, splits,
     )
     roots = _data_folders(data_folder)
@@ -363,9 +367,9 @@ def prepare_folder_corpus(
     utterances = _scan_folder(roots[0], extensions)
     index = _index(utterances)
     trials = None
-    if verification_pairs_file is not None:
+    if verification_file is not None:
         trials = read_trial_list(
-            verification_pairs_file, resolve=index.__contains__, where=roots[0]
+            verification_file, resolve=index.__contains__, where=roots[0]
         )
     listed = None
     if test_speakers is not None:
@@ -373,7 +377,7 @@ def prepare_folder_corpus(
     options = {
         "corpus": "folder",
         "data_folder": roots,
-        "verification_pairs_file": _abs_or_none(verification_pairs_file),
+        "verification_pairs_file": _abs_or_none(verification_file),  # key kept: earlier preparations stay valid
         "test_speakers": listed,
         "n_test_speakers": n_test_speakers,
         "n_trials": n_trials,
@@ -386,7 +390,7 @@ def prepare_folder_corpus(
         "seed": seed,
         "extensions": extensions,
     }
-    fingerprint = _fingerprint(utterances, verification_pairs_file)
+    fingerprint = _fingerprint(utterances, verification_file)
     previous = _previous_summary(save_folder, options, fingerprint, splits, verbose)
     if previous is not None:
         return previous
@@ -422,152 +426,6 @@ def prepare_folder_corpus(
             trials = generate_trials(pool, n_trials=n_trials, seed=seed)
         outputs.update(_test_outputs(trials, index, infos, report, generated))
     return _write_outputs(save_folder, outputs, report, options, fingerprint, verbose)
-
-
-def read_trial_list(path, resolve=None, where=None):
-    """Reads and validates a trial list (``label enrol test`` per line).
-
-    Arguments
-    ---------
-    path : str
-        The list (e.g. ``veri_test2.txt``). Blank lines are ignored.
-    resolve : callable
-        ``resolve(relative_path)`` is true when the file exists; None skips the check.
-    where : str
-        Where the relative paths were looked up, for the error message.
-
-    Returns
-    -------
-    list of Trial
-
-    Raises
-    ------
-    ValueError
-        One error for the whole file, listing the first offending lines (wrong number
-        of fields, label not 0/1, missing files) with their line numbers.
-
-    Example
-    -------
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "trials.txt")
-    >>> _ = open(path, "w").write("1 a/1.wav a/2.wav\\n0 a/1.wav b/1.wav\\n")
-    >>> read_trial_list(path)[1]
-    Trial(label=0, enrol='a/1.wav', test='b/1.wav', line=2)
-    >>> _ = open(path, "w").write("1 a/1.wav a/2.wav\\n2 a/1.wav b/1.wav\\nx\\n")
-    >>> read_trial_list(path)
-    Traceback (most recent call last):
-    ...
-    ValueError: trial list ...trials.txt: 2 problems (first 10 shown):
-      line 2: label must be 0 or 1, found '2'
-      line 3: expected 3 fields 'label enrol test', found 1: 'x'
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"trial list {path} does not exist")
-    trials, problems = [], []
-    suffix = f" (looked under {where})" if where else ""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3:
-                problems.append(
-                    f"line {number}: expected 3 fields 'label enrol test', "
-                    f"found {len(fields)}: {line.strip()!r}"
-                )
-                continue
-            label, enrol, test = fields
-            line_problems = []
-            if label not in ("0", "1"):
-                line_problems.append(f"line {number}: label must be 0 or 1, found {label!r}")
-            for rel in (enrol, test):
-                if resolve is not None and not resolve(rel):
-                    line_problems.append(f"line {number}: file not found: {rel}{suffix}")
-            problems.extend(line_problems)
-            if not line_problems:
-                trials.append(Trial(int(label), enrol, test, number))
-    if problems:
-        shown = "\n  ".join(problems[:MAX_TRIAL_ERRORS])
-        raise ValueError(
-            f"trial list {path}: {len(problems)} problem{'s' if len(problems) > 1 else ''} "
-            f"(first {MAX_TRIAL_ERRORS} shown):\n  {shown}"
-        )
-    if not trials:
-        raise ValueError(f"trial list {path} contains no trials")
-    return trials
-
-
-def generate_trials(utterances, n_trials=None, seed=1234):
-    """A balanced, seeded trial list over the given utterances.
-
-    Every target pair (same speaker; a random ``n_trials // 2`` of them when
-    ``n_trials`` is smaller) and as many distinct random non-target pairs (all of them
-    when there are fewer). Pairs are unordered: the file first in path order enrols.
-
-    Arguments
-    ---------
-    utterances : list of Utterance
-        The test utterances.
-    n_trials : int or None
-        Cap on the number of trials.
-    seed : int
-        Seed of the random choices.
-
-    Returns
-    -------
-    list of Trial
-        Sorted by enrol and test path; ``line`` numbers their order in ``trials.txt``.
-
-    Example
-    -------
-    >>> utts = [Utterance((s, u), f"{s}/{u}.wav", f"/c/{s}/{u}.wav", 1) for s in "ab" for u in "12"]
-    >>> for t in generate_trials(utts):
-    ...     print(t.label, t.enrol, t.test)
-    1 a/1.wav a/2.wav
-    0 a/1.wav b/2.wav
-    0 a/2.wav b/2.wav
-    1 b/1.wav b/2.wav
-    """
-    rng = random.Random(f"{seed}:trials")
-    utterances = sorted(utterances, key=lambda u: u.rel)
-    speakers = [u.speaker for u in utterances]
-    targets = [
-        (i, j)
-        for i, j in itertools.combinations(range(len(utterances)), 2)
-        if speakers[i] == speakers[j]
-    ]
-    if n_trials is not None and len(targets) > n_trials // 2:
-        targets = rng.sample(targets, n_trials // 2)
-    nontargets = _sample_nontargets(speakers, len(targets), rng)
-    pairs = sorted(
-        [(1, i, j) for i, j in targets] + [(0, i, j) for i, j in nontargets],
-        key=lambda p: (utterances[p[1]].rel, utterances[p[2]].rel),
-    )
-    return [
-        Trial(label, utterances[i].rel, utterances[j].rel, number)
-        for number, (label, i, j) in enumerate(pairs, start=1)
-    ]
-
-
-def _sample_nontargets(speakers, count, rng):
-    """``count`` distinct pairs (i < j) of different speakers (all when fewer exist)."""
-    n = len(speakers)
-    sizes = defaultdict(int)
-    for speaker in speakers:
-        sizes[speaker] += 1
-    available = n * (n - 1) // 2 - sum(k * (k - 1) // 2 for k in sizes.values())
-    if count >= available or available <= 4 * count:
-        every = [
-            (i, j) for i, j in itertools.combinations(range(n), 2) if speakers[i] != speakers[j]
-        ]
-        return every if count >= available else rng.sample(every, count)
-    chosen = set()
-    while len(chosen) < count:
-        i, j = rng.randrange(n), rng.randrange(n)
-        if speakers[i] != speakers[j]:
-            chosen.add((min(i, j), max(i, j)))
-    return sorted(chosen)
 
 
 def chunk_bounds(num_samples, chunk_samples, min_last_samples):
@@ -661,8 +519,7 @@ def _check_common_options(splits, split_ratio, seg_dur, check_audio, n_jobs):
         )
     if not seg_dur > 0:
         raise ValueError(f"seg_dur must be positive seconds, got {seg_dur}")
-    if check_audio not in CHECK_MODES:
-        raise ValueError(f"check_audio must be one of {CHECK_MODES}, got {check_audio!r}")
+    check_choice("check_audio", check_audio, CHECK_MODES)
     if int(n_jobs) < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
     return [s for s in SPLITS if s in splits]
@@ -676,13 +533,13 @@ def _check_folder_options(
     if trial_file is not None and (n_test_speakers is not None or n_trials is not None):
         raise ValueError(
             "n_test_speakers and n_trials shape generated trials; they cannot be combined "
-            f"with verification_pairs_file={trial_file}"
+            f"with verification_file={trial_file}"
         )
     nobody = test_speakers is None and n_test_speakers is None and trial_file is None
     if "test" in splits and nobody:
         raise ValueError(
             "prepare_folder_corpus: say who the test speakers are: test_speakers, "
-            "n_test_speakers or verification_pairs_file (or leave 'test' out of splits)"
+            "n_test_speakers or verification_file (or leave 'test' out of splits)"
         )
     for name, value in (
         ("n_test_speakers", n_test_speakers), ("n_trials", n_trials),
@@ -1121,7 +978,7 @@ def _parse_args(argv):
     for p in (vox, folder):
         p.add_argument("data_folder", help="corpus root (voxceleb: several, comma-separated)")
         p.add_argument("save_folder")
-        p.add_argument("--trials", dest="verification_pairs_file", help="trial list")
+        p.add_argument("--trials", dest="verification_file", help="trial list")
         p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
         p.add_argument("--split-ratio", nargs=2, type=float, default=[90, 10])
         p.add_argument("--seg-dur", type=float, default=3.0, help="chunk length in seconds")

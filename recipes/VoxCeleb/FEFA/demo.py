@@ -86,7 +86,7 @@ def run(step, title, command):
     print(f"[{step}] done in {time.time() - start:.0f} s", flush=True)
 
 
-def score_pairs(pretrained, trials_file, audio_root, threshold):
+def score_pairs(pretrained, verification_file, audio_root, threshold):
     """Loads the exported folder with SpeechBrain and scores one pair of each kind.
 
     The decision uses ``threshold`` (the EER threshold of step 3), not SpeechBrain's
@@ -97,7 +97,7 @@ def score_pairs(pretrained, trials_file, audio_root, threshold):
 
     model = SpeakerRecognition.from_hparams(source=pretrained, savedir=None)
     pairs = {}
-    with open(trials_file, encoding="utf-8") as fin:
+    with open(verification_file, encoding="utf-8") as fin:
         for line in fin:
             label, enrol, test = line.split()
             pairs.setdefault(label, (enrol, test))
@@ -140,7 +140,7 @@ def main(argv=None):
     audio_root = os.path.join(corpus, "wav")
     run(3, "Speaker verification on the trial list", [
         python, "speaker_verification.py", "hparams/verification.yaml",
-        f"--experiment_folder={experiment}", f"--verification_file={trials}",
+        f"--data_folder={corpus}", f"--experiment_folder={experiment}", f"--verification_file={trials}",
         f"--audio_root={audio_root}",
     ])
     run(4, "Export a SpeechBrain pretrained-model folder", [
@@ -153,7 +153,7 @@ def main(argv=None):
     if args.fefa != "none":
         run(6, "Plot FEFA's attention", [
             python, "plot_attention.py", "hparams/plot_attention.yaml",
-            f"--experiment={experiment}", f"--file_list={trials}",
+            f"--data_folder={corpus}", f"--experiment_folder={experiment}", f"--verification_file={trials}",
             f"--audio_root={audio_root}",
         ])
 

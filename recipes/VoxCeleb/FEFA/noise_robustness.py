@@ -10,7 +10,7 @@ To run:
     python noise_robustness.py hparams/noise_robustness.yaml \
         --experiments="fefa:results/thin_resnet34_gvlad/fefa_single/1986,\
 none:results/thin_resnet34_gvlad/fefa_none/1986" \
-        --trials_file=/data/voxceleb1/veri_test2.txt --audio_root=/data/voxceleb1/wav
+        --data_folder=/data/voxceleb1
     Add --device=cuda:0 to run the models on a GPU; --snr_levels=[clean,100,50,20] gives
     only the paper's levels.
 Outputs (in output_folder): noise_robustness.md / .csv / .json, noise_robustness.png, log.txt.
@@ -20,8 +20,8 @@ import sys
 
 import speechbrain as sb
 
-from fefa_speechbrain.recipe import load_hparams
-from fefa_speechbrain.robustness import (
+from fefa_speechbrain.hparams import load_hparams
+from fefa_speechbrain.evaluation.robustness import (
     markdown_table,
     noise_robustness,
     parse_experiments,
@@ -39,7 +39,7 @@ if __name__ == "__main__":
     experiments = parse_experiments(hparams["experiments"])
     rows = noise_robustness(
         experiments=experiments,
-        trials_file=hparams["trials_file"],
+        verification_file=hparams["verification_file"],
         audio_root=hparams["audio_root"],
         snr_levels=hparams["snr_levels"],
         kinds=hparams["kinds"],
@@ -52,7 +52,7 @@ if __name__ == "__main__":
         hparams["output_folder"],
         metadata={
             "experiments": experiments,
-            "trials_file": hparams["trials_file"],
+            "verification_file": hparams["verification_file"],
             "audio_root": hparams["audio_root"],
             "seed": hparams["seed"],
         },

@@ -2,24 +2,24 @@
 """FEFA's frequency attention of a trained model: the paper's Fig. 2, right column.
 
 For each file of ``files``: the log spectrogram with FEFA's per-bin weights overlaid
-(``attention_<file>.png``). Over ``file_list`` (a SpeechBrain CSV or a trial list; or
+(``attention_<file>.png``). Over ``verification_file`` (a SpeechBrain CSV or a trial list; or
 over ``files`` when there is no list): the mean and spread of the weights per frequency
 bin (``attention_mean.png``) and the mean itself (``attention_mean.npy``, [bins]).
 
 To run:
     python plot_attention.py hparams/plot_attention.yaml \
-        --experiment=results/thin_resnet34_gvlad/fefa_single/1986 --files=a.wav,b.wav
+        --data_folder=/data/voxceleb1 --verification_file=null --files=a.wav,b.wav
     python plot_attention.py hparams/plot_attention.yaml \
-        --experiment=results/thin_resnet34_gvlad/fefa_single/1986 \
-        --file_list=/data/voxceleb1/veri_test2.txt --audio_root=/data/voxceleb1/wav
+        --experiment_folder=results/thin_resnet34_gvlad/fefa_single/1986 \
+        --data_folder=/data/voxceleb1
 """
 
 import sys
 
 import speechbrain as sb
 
-from fefa_speechbrain.plotting import attention_figures, evenly_spaced, list_audio_files
-from fefa_speechbrain.recipe import load_hparams
+from fefa_speechbrain.evaluation.attention import attention_figures, evenly_spaced, list_audio_files
+from fefa_speechbrain.hparams import load_hparams
 
 
 def as_list(files):
@@ -34,15 +34,15 @@ if __name__ == "__main__":
     hparams = load_hparams(hparams_file, overrides)
     overlay_files = as_list(hparams["files"])
     mean_files = None
-    if hparams["file_list"] is not None:
-        listed = list_audio_files(hparams["file_list"], hparams["audio_root"])
+    if hparams["verification_file"] is not None:
+        listed = list_audio_files(hparams["verification_file"], hparams["audio_root"])
         mean_files = evenly_spaced(listed, hparams["max_mean_files"])
         if not overlay_files:
             overlay_files = evenly_spaced(listed, hparams["n_overlays"])
     if not overlay_files and mean_files is None:
-        sys.exit("plot_attention.py: give --files=a.wav,b.wav and/or --file_list=<csv or trials>")
+        sys.exit("plot_attention.py: give --files=a.wav,b.wav and/or --verification_file=<csv or trials>")
     outputs = attention_figures(
-        hparams["experiment"],
+        hparams["experiment_folder"],
         overlay_files,
         hparams["output_folder"],
         mean_files=mean_files,

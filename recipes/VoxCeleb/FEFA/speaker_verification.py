@@ -8,7 +8,7 @@ EER and normalized minDCF (p_target 0.01 and 0.05), computed by sorting.
 To run:
     python speaker_verification.py hparams/verification.yaml \
         --experiment_folder=results/thin_resnet34_gvlad/fefa_single/1986 \
-        --verification_file=/data/voxceleb1/veri_test2.txt --audio_root=/data/voxceleb1/wav
+        --data_folder=/data/voxceleb1
 Outputs (in <experiment_folder>/verification by default): scores.txt, results.json, det.png.
 """
 
@@ -16,8 +16,8 @@ import sys
 
 import speechbrain as sb
 
-from fefa_speechbrain.recipe import load_hparams
-from fefa_speechbrain.verification import evaluate_experiment
+from fefa_speechbrain.hparams import load_hparams
+from fefa_speechbrain.evaluation.verification import evaluate_experiment
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])

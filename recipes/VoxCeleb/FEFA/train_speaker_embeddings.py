@@ -13,22 +13,209 @@ To run:
 Your own data (<root>/<speaker>/[<session>/]<utt>.<ext>):
     python train_speaker_embeddings.py hparams/train_thin_resnet34_gvlad.yaml \
         --corpus=folder --data_folder=/data/my_speakers --verification_file=null
+
+Authors
+ * fefa-speechbrain contributors
 """
 
+import functools
 import sys
 
 import speechbrain as sb
+import torch
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.nnet.losses import classification_error
+from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.metric_stats import MetricStats
+from torch.nn.parallel import DistributedDataParallel
 
-from fefa_speechbrain.dataio import dataio_prep
-from fefa_speechbrain.recipe import load_recipe_hparams
-from fefa_speechbrain.training import SpeakerBrain
+from fefa_speechbrain.data.dataset import add_label_pipeline, speaker_dataset
+from fefa_speechbrain.data.prepare import prepare_folder_corpus, prepare_voxceleb
+from fefa_speechbrain.hparams import (
+    add_override,
+    check_hparams,
+    count_speakers,
+    load_hparams,
+    parse_overrides,
+)
+from fefa_speechbrain.lobes.features import feature_lengths
+
+
+class SpeakerBrain(sb.core.Brain):
+    """Trains ``embedding_model`` + ``classifier`` to classify training speakers.
+
+    The forward pass (features -> normalization -> embedding) is the one SpeechBrain's
+    inference classes replay, so an exported model computes exactly what was trained.
+    Optional hparams: ``lr_warmup_steps`` (linear warm-up of the first optimizer steps),
+    ``augment`` with ``augmenter`` (SpeechBrain's Augmenter), ``random_channel`` with
+    ``channel_augment`` (a random recolouring of every training utterance).
+    """
+
+    def _augmenter(self, stage):
+        if stage != sb.Stage.TRAIN or not getattr(self.hparams, "augment", False):
+            return None
+        return self.hparams.augmenter
+
+    def _wrap_distributed(self):
+        """Plain DDP on CPU (gloo): SpeechBrain 1.1.2 converts every BatchNorm to
+        SyncBatchNorm under DDP, which PyTorch refuses on CPU modules."""
+        if not (self.distributed_launch and self.device_type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, device_ids=None, find_unused_parameters=self.find_unused_parameters
+                )
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Linear learning-rate warm-up: step ``k`` (0-based) of the first
+        ``lr_warmup_steps`` uses ``(k + 1) / lr_warmup_steps`` of the epoch's scheduled
+        rate. The step counter is checkpointed by the Brain, so a resumed run continues the
+        warm-up where it stopped. SpeechBrain's ``LinearWarmupScheduler`` is not used: it
+        owns the whole per-step schedule, whereas this keeps every yaml's per-epoch
+        ``lr_annealing`` and only scales its first steps."""
+        warmup = getattr(self.hparams, "lr_warmup_steps", 0) or 0
+        if self.optimizer_step >= warmup:
+            return
+        scheduled, _ = self.hparams.lr_annealing(self.hparams.epoch_counter.current)
+        # Set directly: SpeechBrain's update_learning_rate logs every change, once a step.
+        for group in self.optimizer.param_groups:
+            group["lr"] = scheduled * (self.optimizer_step + 1) / warmup
+
+    def compute_forward(self, batch, stage):
+        """Waveforms -> speaker logits."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and getattr(self.hparams, "random_channel", False):
+            wavs = self.hparams.channel_augment(wavs, lens)
+        augment = self._augmenter(stage)
+        if augment is not None:
+            wavs, lens = augment(wavs, lens)
+        feats = self.modules.compute_features(wavs)
+        feat_lens = feature_lengths(self.modules.compute_features, lens, wavs.shape[1])
+        feats = self.modules.mean_var_norm(feats, feat_lens)
+        embeddings = self.modules.embedding_model(feats, feat_lens)
+        return self.modules.classifier(embeddings), lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Speaker classification loss over the items whose audio could be read."""
+        predictions, lens = predictions
+        spkid, _ = batch.spk_id_encoded
+        ok = torch.as_tensor(batch.audio_ok, device=predictions.device, dtype=torch.bool)
+        augment = self._augmenter(stage)
+        if augment is not None:
+            spkid = augment.replicate_labels(spkid)
+            ok = augment.replicate_labels(ok)
+        if not bool(ok.any()):
+            return predictions.sum() * 0.0
+        loss = self.hparams.compute_cost(predictions[ok], spkid[ok], lens[ok])
+        if stage != sb.Stage.TRAIN:
+            ids = [uid for uid, good in zip(batch.id, ok.tolist()) if good]
+            self.error_metrics.append(ids, predictions[ok], spkid[ok], lens[ok])
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the validation error counter."""
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics = MetricStats(
+                metric=functools.partial(classification_error, reduction="batch")
+            )
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, anneals the learning rate, and checkpoints after validation."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["ErrorRate"] = self.error_metrics.summarize("average")
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"ErrorRate": stats["ErrorRate"]}, min_keys=["ErrorRate"]
+            )
+
+
+def dataio_prep(hparams):
+    """Train and valid datasets (random / first crops of ``sentence_len`` seconds of the
+    prepared chunks) and the speaker label encoder, created once on the main process."""
+    train_data = speaker_dataset(
+        hparams["train_annotation"],
+        crop_seconds=hparams["sentence_len"],
+        sample_rate=hparams["sample_rate"],
+        data_root=hparams["data_folder"],
+    )
+    valid_data = speaker_dataset(
+        hparams["valid_annotation"],
+        crop_seconds=hparams["sentence_len"],
+        sample_rate=hparams["sample_rate"],
+        data_root=hparams["data_folder"],
+        random_crop=False,
+    )
+    label_encoder = CategoricalEncoder()
+    lab_enc_file = f"{hparams['save_folder']}/label_encoder.txt"
+    run_on_main(
+        label_encoder.load_or_create,
+        kwargs={"path": lab_enc_file, "from_didatasets": [train_data], "output_key": "spk_id"},
+    )
+    label_encoder.load_if_possible(lab_enc_file)
+    add_label_pipeline([train_data, valid_data], label_encoder)
+    for dataset in (train_data, valid_data):
+        dataset.set_output_keys(["id", "sig", "audio_ok", "spk_id_encoded"])
+    return train_data, valid_data, label_encoder
+
+
+def prepare_data(hparams):
+    """The data preparation the hparams ask for (idempotent): VoxCeleb or a speaker folder."""
+    options = dict(
+        save_folder=hparams["prep_folder"],
+        verification_file=hparams["verification_file"],
+        split_ratio=hparams["split_ratio"],
+        seg_dur=hparams["seg_dur"],
+        check_audio=hparams["check_audio"],
+        n_jobs=hparams["prep_jobs"],
+        seed=hparams["seed"],
+    )
+    if hparams["corpus"] == "voxceleb":
+        return prepare_voxceleb(hparams["data_folder"], **options)
+    return prepare_folder_corpus(
+        hparams["data_folder"],
+        test_speakers=hparams["test_speakers"],
+        n_test_speakers=hparams["n_test_speakers"],
+        **options,
+    )
+
+
+def load_training_hparams(hparams_file, overrides=None):
+    """Loads and checks the hparams, prepares the data, sizes the classifier.
+
+    Every check runs before the data preparation, so a typo fails in seconds. Unless
+    ``n_speakers`` is given, it is counted in the training CSV, so the same yaml trains
+    on VoxCeleb2, VoxCeleb1+2 or a folder of your own. Returns the hparams and the
+    overrides actually applied (saved with the experiment).
+    """
+    hparams = load_hparams(hparams_file, overrides)
+    check_hparams(hparams, hparams_file)
+    if not hparams["skip_prep"]:
+        run_on_main(prepare_data, kwargs={"hparams": hparams})
+    n_speakers = count_speakers(hparams["train_annotation"])
+    if "n_speakers" not in parse_overrides(overrides) and hparams["n_speakers"] != n_speakers:
+        overrides = add_override(overrides, "n_speakers", n_speakers)
+        hparams = load_hparams(hparams_file, overrides)
+    return hparams, overrides
+
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     sb.utils.distributed.ddp_init_group(run_opts)
 
     # Data preparation (main process), then the classifier sized to the training speakers
-    hparams, overrides = load_recipe_hparams(hparams_file, overrides)
+    hparams, overrides = load_training_hparams(hparams_file, overrides)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -5,7 +5,7 @@
 experiments (then train with ``--skip_prep=True``):
 
     python voxceleb_prepare.py voxceleb /data/voxceleb2/dev results/prepared/voxceleb \
-        --verification-pairs-file /data/voxceleb1_test/veri_test2.txt
+        --trials /data/voxceleb1_test/veri_test2.txt
     python voxceleb_prepare.py folder /data/my_speakers results/prepared/folder --n-test-speakers 20
 
 Writes train.csv, dev.csv, enrol.csv, test.csv, trials.txt and prepare_report.json in

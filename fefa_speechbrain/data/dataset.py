@@ -8,7 +8,7 @@ padding added by batching does not leak into the embedding).
 
 A file that cannot be read at training time (possible when preparation only checked
 headers) does not stop the run: the item becomes ``audio_ok = False`` with a short silent
-signal, a warning names the file once, and :class:`fefa_speechbrain.training.SpeakerBrain`
+signal, a warning names the file once, and the recipe's ``SpeakerBrain``
 leaves such items out of the loss.
 """
 
@@ -19,8 +19,6 @@ import random
 import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.encoder import CategoricalEncoder
-from speechbrain.utils.distributed import run_on_main
 
 from fefa_speechbrain.data.audio import AudioError, load_audio
 
@@ -117,40 +115,3 @@ def add_label_pipeline(datasets, label_encoder):
         yield label_encoder.encode_sequence_torch([spk_id])
 
     sb.dataio.dataset.add_dynamic_item(datasets, label_pipeline)
-
-
-def load_label_encoder(path, train_dataset):
-    """Creates the speaker label file once (on the main process) and loads it everywhere."""
-    encoder = CategoricalEncoder()
-    run_on_main(
-        encoder.load_or_create,
-        kwargs={"path": path, "from_didatasets": [train_dataset], "output_key": "spk_id"},
-    )
-    encoder.load_if_possible(path)
-    return encoder
-
-
-def dataio_prep(hparams):
-    """Train and valid datasets plus the label encoder, from the recipe's hparams.
-
-    Keys read: ``train_annotation``, ``valid_annotation``, ``sentence_len``,
-    ``sample_rate``, ``data_folder``, ``save_folder``.
-    """
-    train = speaker_dataset(
-        hparams["train_annotation"],
-        crop_seconds=hparams["sentence_len"],
-        sample_rate=hparams["sample_rate"],
-        data_root=hparams["data_folder"],
-    )
-    valid = speaker_dataset(
-        hparams["valid_annotation"],
-        crop_seconds=hparams["sentence_len"],
-        sample_rate=hparams["sample_rate"],
-        data_root=hparams["data_folder"],
-        random_crop=False,
-    )
-    encoder = load_label_encoder(f"{hparams['save_folder']}/label_encoder.txt", train)
-    add_label_pipeline([train, valid], encoder)
-    for dataset in (train, valid):
-        dataset.set_output_keys(["id", "sig", "audio_ok", "spk_id_encoded"])
-    return train, valid, encoder

@@ -32,15 +32,11 @@ for plotting.
 
 import torch
 
-from fefa_speechbrain.lengths import absolute_lengths, masked_mean
+from fefa_speechbrain.checks import check_choice
+from fefa_speechbrain.lobes.lengths import absolute_lengths, masked_mean
 
 KERNELS = ("local", "literal")
 APPLY_MODES = ("scale", "pooled")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
 
 
 class FEFA(torch.nn.Module):
@@ -72,8 +68,8 @@ class FEFA(torch.nn.Module):
 
     def __init__(self, n_bins=257, kernel="local", apply="scale", rescale=True):
         super().__init__()
-        _check_choice("kernel", kernel, KERNELS)
-        _check_choice("apply", apply, APPLY_MODES)
+        check_choice("kernel", kernel, KERNELS)
+        check_choice("apply", apply, APPLY_MODES)
         self.n_bins = n_bins
         self.kernel = kernel
         self.apply_mode = apply
@@ -202,5 +198,5 @@ def check_placement(fefa):
     ...
     ValueError: fefa='sometimes' is not valid; choose one of ['none', 'single', 'multi']
     """
-    _check_choice("fefa", fefa, FEFA_PLACEMENTS)
+    check_choice("fefa", fefa, FEFA_PLACEMENTS)
     return fefa

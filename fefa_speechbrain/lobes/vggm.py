@@ -26,8 +26,9 @@ Convs have no bias (BN follows). With ``width=1`` and 257 bins the network has
 
 import torch
 
-from fefa_speechbrain.placement import ConvBN, FEFABackbone, MaskedMaxPool2d, scaled_channels
-from fefa_speechbrain.pooling import TemporalAveragePooling
+from fefa_speechbrain.lobes.backbone import FEFABackbone
+from fefa_speechbrain.lobes.layers import ConvBN, MaskedMaxPool2d, scaled_channels
+from fefa_speechbrain.lobes.pooling import TemporalAveragePooling
 
 FC6_CHANNELS = 4096
 # Shortest input (frames) for which every layer keeps at least one frame, going back
@@ -66,10 +67,11 @@ class VGGM(FEFABackbone):
     width : float
         Multiplies every conv channel count, fc6's 4096 included (rounded, at least 8);
         1.0 is the published network.
-    fefa_kernel, fefa_apply, fefa_rescale, fefa_per_channel
-        Options of the FEFA modules (see :mod:`fefa_speechbrain.fefa`).
     emb_relu : bool
         ReLU on fc7, the embedding layer (True, as published).
+    **fefa_options
+        ``fefa_kernel``, ``fefa_apply``, ``fefa_rescale``, ``fefa_per_channel``: see
+        :class:`~fefa_speechbrain.lobes.backbone.FEFABackbone`.
 
     Example
     -------
@@ -87,23 +89,12 @@ class VGGM(FEFABackbone):
         aggregation="tap",
         emb_dim=1024,
         width=1.0,
-        fefa_kernel="local",
-        fefa_apply="scale",
-        fefa_rescale=True,
-        fefa_per_channel=False,
         emb_relu=True,
+        **fefa_options,
     ):
         if aggregation != "tap":
             raise ValueError(f"VGGM supports only aggregation='tap', got {aggregation!r}")
-        super().__init__(
-            n_bins,
-            fefa,
-            fefa_kernel,
-            fefa_apply,
-            fefa_rescale,
-            fefa_per_channel,
-            min_frames=MIN_FRAMES,
-        )
+        super().__init__(n_bins, fefa, MIN_FRAMES, **fefa_options)
         c1, c2, c3, c4, c5 = (scaled_channels(c, width) for c in (96, 256, 384, 256, 256))
         self.layers = torch.nn.ModuleDict(
             {

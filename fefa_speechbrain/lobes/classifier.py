@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
+from fefa_speechbrain.checks import check_choice
+
 HEADS = ("softmax", "aam")
 
 
@@ -35,8 +37,7 @@ class SpeakerClassifier(torch.nn.Module):
 
     def __init__(self, input_size, n_speakers, head="softmax"):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"head={head!r} is not valid; choose one of {list(HEADS)}")
+        check_choice("head", head, HEADS)
         self.head = head
         self.weight = torch.nn.Parameter(torch.empty(n_speakers, input_size))
         torch.nn.init.xavier_uniform_(self.weight)
@@ -68,8 +69,7 @@ def speaker_loss(head="softmax", margin=0.2, scale=30.0):
     >>> float(loss(logits, torch.tensor([[0], [1]]))) < 1e-3
     True
     """
-    if head not in HEADS:
-        raise ValueError(f"head={head!r} is not valid; choose one of {list(HEADS)}")
+    check_choice("head", head, HEADS)
     if head == "aam":
         return LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=scale))
     return LogSoftmaxWrapper(torch.nn.Identity())

@@ -1,10 +1,10 @@
-"""Shared building blocks of the backbones: length-carrying layers and FEFA placement.
+"""Length-carrying layers of the backbones: masked convolution and pooling.
 
 Every backbone works on maps laid out [batch, channels, time, freq] (time is dim 2) and
 carries *absolute* frame counts ([batch], long) next to the activations. A layer that
 mixes neighbouring frames (time kernel > 1) first zeros every frame beyond the valid
-length (:func:`~fefa_speechbrain.lengths.mask_time`), then updates the counts with its
-own kernel, stride and padding (:func:`~fefa_speechbrain.lengths.conv_output_lengths`).
+length (:func:`~fefa_speechbrain.lobes.lengths.mask_time`), then updates the counts with its
+own kernel, stride and padding (:func:`~fefa_speechbrain.lobes.lengths.conv_output_lengths`).
 A valid output frame therefore only ever sees valid input frames or zeros, exactly the
 zeros PyTorch pads with when the utterance runs alone: in eval mode a zero-padded batch
 gives the same outputs as each utterance alone. Layers with a one-frame time kernel never
@@ -13,17 +13,11 @@ mix frames and skip the masking.
 Max-pooling pads with -inf, not zeros; the zeros of the mask are equivalent only when the
 input is non-negative, which holds in every backbone here (pools follow a ReLU, possibly
 followed by a FEFA2d, whose weights are positive).
-
-:class:`FEFABackbone` holds what the three backbones share about FEFA: the input FEFA
-(placements "single" and "multi"), the hidden FEFA2d modules of placement "multi" kept
-in a ``ModuleDict`` apart from the trunk (so a backbone's state dict without FEFA loads
-into one with FEFA, key for key), and the input checks.
 """
 
 import torch
 
-from fefa_speechbrain.fefa import FEFA, FEFA2d, check_placement
-from fefa_speechbrain.lengths import absolute_lengths, conv_output_lengths, mask_time
+from fefa_speechbrain.lobes.lengths import absolute_lengths, conv_output_lengths, mask_time
 
 TIME_DIM = 2
 
@@ -154,86 +148,3 @@ class ConvBN(torch.nn.Module):
         x, lengths = self.conv(x, lengths)
         x = self.norm(x)
         return (torch.relu(x) if self.relu else x), lengths
-
-
-class FEFABackbone(torch.nn.Module):
-    """Base class of the backbones: FEFA placement, input checks and short-input padding.
-
-    A subclass builds its trunk, registers one hidden FEFA2d per insertion point with
-    :meth:`add_hidden_fefa` (a no-op unless ``fefa="multi"``) and calls
-    :meth:`prepare_input` and :meth:`attend` in its forward.
-
-    Arguments
-    ---------
-    n_bins : int
-        Frequency bins of the input spectrogram [batch, time, n_bins].
-    fefa : str
-        "none", "single" (one FEFA on the input) or "multi" (the input FEFA plus a
-        FEFA2d at every insertion point of the subclass).
-    fefa_kernel, fefa_apply, fefa_rescale
-        ``kernel``, ``apply`` and ``rescale`` of every FEFA / FEFA2d.
-    fefa_per_channel : bool
-        ``per_channel`` of the hidden FEFA2d modules.
-    min_frames : int
-        Shortest input the trunk accepts; shorter inputs are zero-padded in time up to
-        it (their valid length stays the true one, so the result does not depend on it).
-    """
-
-    def __init__(
-        self,
-        n_bins,
-        fefa,
-        fefa_kernel,
-        fefa_apply,
-        fefa_rescale,
-        fefa_per_channel,
-        min_frames,
-    ):
-        super().__init__()
-        self.n_bins = n_bins
-        self.placement = check_placement(fefa)
-        self.min_frames = min_frames
-        self._fefa_options = dict(kernel=fefa_kernel, apply=fefa_apply, rescale=fefa_rescale)
-        self._per_channel = fefa_per_channel
-        self.input_fefa = None if fefa == "none" else FEFA(n_bins, **self._fefa_options)
-        self.hidden_fefa = torch.nn.ModuleDict()
-
-    def add_hidden_fefa(self, name, channels, n_bins):
-        """Registers the FEFA2d of insertion point ``name`` (only with fefa="multi")."""
-        if self.placement == "multi":
-            self.hidden_fefa[name] = FEFA2d(
-                n_bins, channels, per_channel=self._per_channel, **self._fefa_options
-            )
-
-    def fefa_modules(self):
-        """All FEFA / FEFA2d modules, input first, then in network order."""
-        head = [] if self.input_fefa is None else [self.input_fefa]
-        return head + list(self.hidden_fefa.values())
-
-    def attend(self, name, x, lengths):
-        """Applies the hidden FEFA2d of point ``name`` (if any) to x [B, C, T, F].
-
-        Pooling runs in float32 (safe under autocast); lengths are absolute.
-        """
-        if name not in self.hidden_fefa:
-            return x
-        relative = lengths.float() / x.shape[TIME_DIM]
-        return self.hidden_fefa[name](x.float(), relative).to(x.dtype)
-
-    def prepare_input(self, x, lengths):
-        """Checks x [B, T, n_bins], applies the input FEFA, pads short inputs.
-
-        Returns the map [B, 1, T', n_bins] and the absolute frame counts [B].
-        """
-        if x.dim() != 3 or x.shape[-1] != self.n_bins:
-            raise ValueError(
-                f"{type(self).__name__} expects input [batch, time, {self.n_bins}], "
-                f"got {tuple(x.shape)}"
-            )
-        abs_lengths = absolute_lengths(lengths, x.shape[1], x.shape[0], x.device)
-        if self.input_fefa is not None:
-            x = self.input_fefa(x, lengths)
-        missing = self.min_frames - x.shape[1]
-        if missing > 0:
-            x = torch.nn.functional.pad(x, (0, 0, 0, missing))
-        return x.unsqueeze(1), abs_lengths

@@ -1,15 +1,15 @@
 """Thin-SEResNet34: Xie's thin-ResNet34 trunk with squeeze-excitation in every block.
 
-The paper's own backbone: every bottleneck block of :mod:`fefa_speechbrain.thin_resnet`
+The paper's own backbone: every bottleneck block of :mod:`fefa_speechbrain.lobes.thin_resnet`
 recalibrates its residual branch (after the last BN, before the addition) with a
 squeeze-excitation gate (Hu et al., 2018).
 """
 
 import torch
 
-from fefa_speechbrain.lengths import masked_mean
-from fefa_speechbrain.placement import TIME_DIM
-from fefa_speechbrain.thin_resnet import Bottleneck, ThinResNet34
+from fefa_speechbrain.lobes.lengths import masked_mean
+from fefa_speechbrain.lobes.layers import TIME_DIM
+from fefa_speechbrain.lobes.thin_resnet import Bottleneck, ThinResNet34
 
 
 class SqueezeExcitation(torch.nn.Module):
@@ -66,7 +66,7 @@ class ThinSEResNet34(ThinResNet34):
     """Thin-SEResNet34 speaker embedding model with FEFA.
 
     Same trunk, FEFA insertion points, head and arguments as
-    :class:`~fefa_speechbrain.thin_resnet.ThinResNet34` (FEFA2d after the stem
+    :class:`~fefa_speechbrain.lobes.thin_resnet.ThinResNet34` (FEFA2d after the stem
     max-pool, after the first block of stages 3, 4 and 5 and after the frequency
     max-pool for ``fefa="multi"``), with a squeeze-excitation gate of reduction
     ``se_reduction`` in every block and temporal average pooling ("tap") as the
@@ -79,35 +79,11 @@ class ThinSEResNet34(ThinResNet34):
     torch.Size([3, 1, 32])
     """
 
-    def __init__(
-        self,
-        n_bins=257,
-        fefa="single",
-        aggregation="tap",
-        emb_dim=512,
-        width=1.0,
-        fefa_kernel="local",
-        fefa_apply="scale",
-        fefa_rescale=True,
-        fefa_per_channel=False,
-        se_reduction=16,
-        emb_relu=True,
-    ):
+    def __init__(self, aggregation="tap", se_reduction=16, **kwargs):
         if se_reduction < 1:
             raise ValueError(f"se_reduction={se_reduction!r} must be a positive integer")
         self.se_reduction = se_reduction
-        super().__init__(
-            n_bins,
-            fefa,
-            aggregation,
-            emb_dim,
-            width,
-            fefa_kernel,
-            fefa_apply,
-            fefa_rescale,
-            fefa_per_channel,
-            emb_relu,
-        )
+        super().__init__(aggregation=aggregation, **kwargs)
 
     def make_block(self, in_channels, channels, stride, projection):
         """Builds one SE bottleneck block."""

@@ -15,7 +15,8 @@ modules are safe under ``torch.autocast`` (float16 or bfloat16).
 
 import torch
 
-from fefa_speechbrain.lengths import masked_mean, time_mask
+from fefa_speechbrain.checks import check_choice
+from fefa_speechbrain.lobes.lengths import masked_mean, time_mask
 
 AGGREGATIONS = ("tap", "gvlad", "asp")
 
@@ -186,6 +187,5 @@ def build_aggregation(
         return TemporalAveragePooling(in_channels)
     if name == "gvlad":
         return GhostVLAD(in_channels, num_clusters, ghost_clusters, assign_channels)
-    if name == "asp":
-        return AttentiveStatisticsPooling(in_channels, attention_channels)
-    raise ValueError(f"aggregation={name!r} is not valid; choose one of {list(AGGREGATIONS)}")
+    check_choice("aggregation", name, AGGREGATIONS)
+    return AttentiveStatisticsPooling(in_channels, attention_channels)

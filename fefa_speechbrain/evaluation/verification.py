@@ -1,9 +1,7 @@
-"""Speaker verification: trial lists, cosine scoring, score normalization.
+"""Speaker verification: cosine scoring of a trial list, score normalization, EER/minDCF.
 
-Trial lists are VoxCeleb's (``veri_test2.txt``): one trial per line,
-``label enrol_path test_path`` with label 1 (same speaker) or 0, paths relative to the
-audio root (``wav/`` of VoxCeleb1). :func:`read_trials` checks the whole list before any
-embedding is computed and reports every kind of problem at once, with line numbers.
+The trial list is read and checked by :mod:`fefa_speechbrain.data.trials` before any
+embedding is computed.
 
 Score normalization against a cohort of training embeddings (one per training speaker,
 the mean of its utterances' embeddings):
@@ -15,94 +13,19 @@ the mean of its utterances' embeddings):
 """
 
 import os
-from collections import namedtuple
 
 import numpy as np
 import torch
 
-Trial = namedtuple("Trial", ["label", "enrol", "test"])
+from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
+from fefa_speechbrain.checks import check_choice
+from fefa_speechbrain.data.trials import read_trials, trial_files
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
+from fefa_speechbrain.evaluation.metrics import det_curve, verification_report
+from fefa_speechbrain.plotting import plot_det
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
 MAX_REPORTED_LINES = 10
-
-
-class TrialListError(ValueError):
-    """A trial list with malformed lines, unknown labels or missing files."""
-
-
-def read_trials(path, audio_root=None, check_files=True):
-    """Reads and validates a trial list.
-
-    Arguments
-    ---------
-    path : str
-        The trial list (``label enrol test`` per line; blank lines are ignored).
-    audio_root : str
-        Folder the trial paths are relative to (default: the list's folder).
-    check_files : bool
-        Check that every referenced file exists.
-
-    Returns
-    -------
-    list of Trial with absolute paths.
-
-    Example
-    -------
-    >>> tmp = getfixture("tmpdir")
-    >>> for name in ("a.wav", "b.wav"):
-    ...     _ = (tmp / name).write("")
-    >>> _ = (tmp / "trials.txt").write("1 a.wav b.wav\\n0 b.wav a.wav\\n")
-    >>> [t.label for t in read_trials(str(tmp / "trials.txt"))]
-    [1, 0]
-    >>> _ = (tmp / "bad.txt").write("1 a.wav\\n2 a.wav b.wav\\n0 a.wav c.wav\\n")
-    >>> read_trials(str(tmp / "bad.txt"))
-    Traceback (most recent call last):
-    ...
-    fefa_speechbrain.verification.TrialListError: ... 3 bad lines...
-    """
-    if not os.path.isfile(path):
-        raise TrialListError(f"Trial list {path} does not exist")
-    root = audio_root if audio_root is not None else os.path.dirname(os.path.abspath(path))
-    trials, problems = [], []
-    with open(path, encoding="utf-8") as fin:
-        for number, line in enumerate(fin, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            problem = _trial_problem(fields)
-            if problem is None:
-                enrol, test = (os.path.join(root, p) for p in fields[1:])
-                missing = [p for p in (enrol, test) if check_files and not os.path.isfile(p)]
-                if missing:
-                    problem = "missing file " + ", ".join(missing)
-                else:
-                    trials.append(Trial(int(fields[0]), enrol, test))
-            if problem is not None:
-                problems.append(f"  line {number}: {problem}: {line.strip()!r}")
-    if problems:
-        shown = "\n".join(problems[:MAX_REPORTED_LINES])
-        more = len(problems) - MAX_REPORTED_LINES
-        raise TrialListError(
-            f"Trial list {path} has {len(problems)} bad lines (expected 'label enrol test', "
-            f"label 0 or 1, files under {root}):\n{shown}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-        )
-    if not trials:
-        raise TrialListError(f"Trial list {path} contains no trials")
-    return trials
-
-
-def _trial_problem(fields):
-    if len(fields) != 3:
-        return f"{len(fields)} fields instead of 3"
-    if fields[0] not in ("0", "1"):
-        return f"label {fields[0]!r} is not 0 or 1"
-    return None
-
-
-def trial_files(trials):
-    """Every file of the trial list, once, sorted."""
-    return sorted({path for trial in trials for path in (trial.enrol, trial.test)})
 
 
 def _stack(embeddings, paths):
@@ -118,6 +41,7 @@ def cosine_scores(embeddings, trials):
 
     Example
     -------
+    >>> from fefa_speechbrain.data.trials import Trial
     >>> emb = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([1.0, 1.0])}
     >>> [round(float(s), 4) for s in cosine_scores(emb, [Trial(1, "a", "b"), Trial(0, "a", "a")])]
     [0.7071, 1.0]
@@ -152,14 +76,14 @@ def normalize_scores(scores, embeddings, trials, cohort, method="s-norm", cohort
     -------
     >>> g = torch.Generator().manual_seed(0)
     >>> emb = {k: torch.randn(8, generator=g) for k in "abc"}
+    >>> from fefa_speechbrain.data.trials import Trial
     >>> trials = [Trial(1, "a", "b"), Trial(0, "a", "c")]
     >>> cohort = _normalized(torch.randn(20, 8, generator=g))
     >>> raw = cosine_scores(emb, trials)
     >>> normalize_scores(raw, emb, trials, cohort).shape
     (2,)
     """
-    if method not in SCORE_NORMS:
-        raise ValueError(f"score_norm={method!r} is not valid; choose one of {list(SCORE_NORMS)}")
+    check_choice("score_norm", method, SCORE_NORMS)
     if method is None:
         return np.asarray(scores)
     files = trial_files(trials)
@@ -178,7 +102,6 @@ def normalize_scores(scores, embeddings, trials, cohort, method="s-norm", cohort
 
 def write_scores(path, trials, scores):
     """Writes ``enrol test label score`` lines (atomically)."""
-    from fefa_speechbrain.data.io import atomic_write_text
 
     lines = [f"{t.enrol} {t.test} {t.label} {s:.6f}" for t, s in zip(trials, scores)]
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -256,13 +179,7 @@ def evaluate_experiment(
     -------
     dict : the results (EER, minDCF at p_target 0.01 and 0.05, thresholds, counts, files).
     """
-    from fefa_speechbrain.data.io import atomic_write_json
-    from fefa_speechbrain.inference import SpeakerEmbedder, load_experiment
-    from fefa_speechbrain.metrics import det_curve, verification_report
-    from fefa_speechbrain.plotting import plot_det
-
-    if score_norm not in SCORE_NORMS:
-        raise ValueError(f"score_norm={score_norm!r} is not valid; choose one of {list(SCORE_NORMS)}")
+    check_choice("score_norm", score_norm, SCORE_NORMS)
     if score_norm is not None and cohort_csv is None:
         raise ValueError(f"score_norm={score_norm!r} needs cohort_csv (the training CSV)")
     trials = read_trials(verification_file, audio_root)

@@ -20,7 +20,8 @@ import numbers
 
 import torch
 
-from fefa_speechbrain.lengths import absolute_lengths, time_mask
+from fefa_speechbrain.lobes.lengths import absolute_lengths, time_mask
+from fefa_speechbrain.checks import check_choice
 
 SNR_LEVELS = ("clean", 100, 50, 20, 10, 5, 0)
 NOISE_KINDS = ("gaussian", "uniform")
@@ -39,8 +40,7 @@ def _check_snr(snr_db):
 
 
 def _check_kind(kind):
-    if kind not in NOISE_KINDS:
-        raise ValueError(f"kind={kind!r} is not valid; choose one of {list(NOISE_KINDS)}")
+    check_choice("kind", kind, NOISE_KINDS)
 
 
 def _draw_noise(shape, kind, generator, device):

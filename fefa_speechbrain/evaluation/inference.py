@@ -19,6 +19,7 @@ import pickle
 
 import torch
 
+from fefa_speechbrain.checkpoints import PretrainedFolderError, load_checked_state_dict
 from fefa_speechbrain.data.audio import (
     MIN_SAMPLES,
     AudioError,
@@ -26,8 +27,8 @@ from fefa_speechbrain.data.audio import (
     load_audio,
     resampled_length,
 )
-from fefa_speechbrain.features import feature_lengths
-from fefa_speechbrain.recipe import load_hparams
+from fefa_speechbrain.lobes.features import feature_lengths
+from fefa_speechbrain.hparams import load_hparams
 
 EMBEDDING_KEYS = ("compute_features", "mean_var_norm", "embedding_model")
 CHECKPOINT_MODULES = ("embedding_model", "classifier")
@@ -77,8 +78,6 @@ def _checkpoint_error(checkpointer, hparams, hparams_file, error):
     one that is unreadable or does not fit the modules ``hparams_file`` builds;
     otherwise returns a generic error naming the checkpoint folder.
     """
-    from fefa_speechbrain.export import PretrainedFolderError, load_checked_state_dict
-
     checkpoint = checkpointer.find_checkpoint(min_key="ErrorRate")
     if checkpoint is not None:
         held = checkpoint.paramfiles
@@ -176,8 +175,8 @@ class SpeakerEmbedder:
 
     Example
     -------
-    >>> from fefa_speechbrain.features import Spectrogram, FrameNormalization
-    >>> from fefa_speechbrain.wrapper import FEFAWrapper
+    >>> from fefa_speechbrain.lobes.features import Spectrogram, FrameNormalization
+    >>> from fefa_speechbrain.lobes.wrapper import FEFAWrapper
     >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     >>> ecapa = ECAPA_TDNN(257, channels=[16, 16, 16, 16, 48], attention_channels=8, lin_neurons=8)
     >>> modules = {"compute_features": Spectrogram(), "mean_var_norm": FrameNormalization(),

@@ -280,10 +280,8 @@ def verification_report(scores, labels, p_targets=(0.01, 0.05)):
 
     Arguments
     ---------
-    scores : array-like
-        1-D finite scores (numpy or torch).
-    labels : array-like
-        1-D, 1/True for target trials and 0/False for non-target trials.
+    scores, labels : array-like
+        As in :func:`compute_min_dcf`.
     p_targets : sequence of float
         Target priors for minDCF (with c_miss = c_fa = 1).
 

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from fefa_speechbrain.lengths import absolute_lengths
+from fefa_speechbrain.lobes.lengths import absolute_lengths
 
 
 class RandomChannel(torch.nn.Module):

@@ -2,7 +2,7 @@
 
 import torch
 
-from fefa_speechbrain.fefa import FEFA, check_placement
+from fefa_speechbrain.lobes.fefa import FEFA, check_placement
 
 
 class FEFAWrapper(torch.nn.Module):
@@ -24,7 +24,7 @@ class FEFAWrapper(torch.nn.Module):
         "single" (default) or "none" (the bare model, for the baseline row). "multi" is
         refused: a wrapped model's hidden maps are not time-frequency maps FEFA can see.
     **fefa_kwargs
-        Passed to :class:`fefa_speechbrain.fefa.FEFA` (kernel, apply, rescale).
+        Passed to :class:`fefa_speechbrain.lobes.fefa.FEFA` (kernel, apply, rescale).
 
     Example
     -------

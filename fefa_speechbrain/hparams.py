@@ -1,7 +1,7 @@
-"""The glue of the VoxCeleb recipe: hparams loading, data preparation, speaker count.
+"""Recipe hyperparameters: loading a yaml with overrides, and checking its values early.
 
-Kept in the package so that ``recipes/VoxCeleb/FEFA/train_speaker_embeddings.py`` reads
-like SpeechBrain's own recipe, line by line.
+Used by every recipe script, by inference (an experiment's ``hyperparams.yaml``) and by
+export; it knows nothing about data preparation or training.
 """
 
 import csv
@@ -10,9 +10,8 @@ import os
 
 import yaml
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import run_on_main
 
-from fefa_speechbrain.data.prepare import CHECK_MODES, prepare_folder_corpus, prepare_voxceleb
+from fefa_speechbrain.data.audio import CHECK_MODES
 
 CORPORA = ("voxceleb", "folder")
 CHOICES = {"corpus": CORPORA, "check_audio": CHECK_MODES}
@@ -101,7 +100,7 @@ def _value_problem(key, value):
     return None
 
 
-def check_recipe_hparams(hparams, hparams_file="hparams"):
+def check_hparams(hparams, hparams_file="hparams"):
     """Checks the values the modules do not check themselves, before any long work.
 
     The modules already refuse bad choices when the yaml is loaded (``fefa``,
@@ -118,8 +117,8 @@ def check_recipe_hparams(hparams, hparams_file="hparams"):
 
     Example
     -------
-    >>> check_recipe_hparams({"corpus": "folder", "batch_size": 64, "sentence_len": None})
-    >>> check_recipe_hparams({"corpus": "timit", "batch_size": 0, "augment": "yes"})
+    >>> check_hparams({"corpus": "folder", "batch_size": 64, "sentence_len": None})
+    >>> check_hparams({"corpus": "timit", "batch_size": 0, "augment": "yes"})
     Traceback (most recent call last):
     ...
     ValueError: hparams: invalid values (fix the yaml or the command-line override):
@@ -137,38 +136,6 @@ def check_recipe_hparams(hparams, hparams_file="hparams"):
             f"{hparams_file}: invalid values (fix the yaml or the command-line override):\n  "
             + "\n  ".join(problems)
         )
-
-
-def prepare_corpus(hparams):
-    """Runs the data preparation the hparams ask for (idempotent; skipped with skip_prep).
-
-    Keys read: ``skip_prep``, ``corpus`` ("voxceleb" or "folder"), ``data_folder``,
-    ``prep_folder``, ``verification_file``, ``split_ratio``, ``seg_dur``,
-    ``check_audio``, ``prep_jobs``, ``seed`` and, for "folder", ``test_speakers``
-    and ``n_test_speakers``.
-    """
-    if hparams["skip_prep"]:
-        return None
-    corpus = hparams["corpus"]
-    if corpus not in CORPORA:
-        raise ValueError(f"corpus={corpus!r} is not valid; choose one of {list(CORPORA)}")
-    common = dict(
-        save_folder=hparams["prep_folder"],
-        verification_pairs_file=hparams["verification_file"],
-        split_ratio=hparams["split_ratio"],
-        seg_dur=hparams["seg_dur"],
-        check_audio=hparams["check_audio"],
-        n_jobs=hparams["prep_jobs"],
-        seed=hparams["seed"],
-    )
-    if corpus == "voxceleb":
-        return prepare_voxceleb(hparams["data_folder"], **common)
-    return prepare_folder_corpus(
-        hparams["data_folder"],
-        test_speakers=hparams["test_speakers"],
-        n_test_speakers=hparams["n_test_speakers"],
-        **common,
-    )
 
 
 def count_speakers(csv_path):
@@ -192,28 +159,3 @@ def count_speakers(csv_path):
         if reader.fieldnames is None or "spk_id" not in reader.fieldnames:
             raise ValueError(f"{csv_path} has no spk_id column (columns: {reader.fieldnames})")
         return len({row["spk_id"] for row in reader})
-
-
-def load_recipe_hparams(hparams_file, overrides=None):
-    """Loads and checks the training hparams, prepares the data, sizes the classifier.
-
-    Every check of the hparams (unknown override keys, invalid values, see
-    :func:`check_recipe_hparams`) runs before the data preparation, so a typo fails in
-    seconds, not after hours of preparation.
-
-    ``n_speakers`` is set from the training CSV unless given on the command line, so the
-    same yaml trains on VoxCeleb2 (5,994 speakers), VoxCeleb1+2 or a folder of your own.
-
-    Returns
-    -------
-    (hparams, overrides) : the loaded hparams and the overrides actually applied (yaml string or dict)
-    (to be saved with the experiment).
-    """
-    hparams = load_hparams(hparams_file, overrides)
-    check_recipe_hparams(hparams, hparams_file)
-    run_on_main(prepare_corpus, kwargs={"hparams": hparams})
-    n_speakers = count_speakers(hparams["train_annotation"])
-    if "n_speakers" not in parse_overrides(overrides) and hparams["n_speakers"] != n_speakers:
-        overrides = add_override(overrides, "n_speakers", n_speakers)
-        hparams = load_hparams(hparams_file, overrides)
-    return hparams, overrides

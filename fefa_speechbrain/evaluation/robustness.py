@@ -8,7 +8,7 @@ SNR definition
 --------------
 Per utterance, ``SNR = 10 log10(P_signal / P_noise)`` with ``P`` the mean square over the
 utterance's own samples (padding excluded); the noise is scaled so that its *realized*
-power gives exactly the requested SNR (see :mod:`fefa_speechbrain.noise`). "clean"
+power gives exactly the requested SNR (see :mod:`fefa_speechbrain.evaluation.noise`). "clean"
 means no noise. The clean condition does not depend on the noise kind: it is computed
 once per model and reported with kind "none".
 
@@ -30,13 +30,15 @@ import os
 import numpy as np
 import torch
 
-from fefa_speechbrain.data.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from fefa_speechbrain.inference import SpeakerEmbedder, find_hparams_file, load_experiment
-from fefa_speechbrain.lengths import absolute_lengths
-from fefa_speechbrain.metrics import verification_report
-from fefa_speechbrain.noise import NOISE_KINDS, SNR_LEVELS, add_noise
+from fefa_speechbrain.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.lobes.lengths import absolute_lengths
+from fefa_speechbrain.evaluation.metrics import verification_report
+from fefa_speechbrain.evaluation.noise import NOISE_KINDS, SNR_LEVELS, add_noise
 from fefa_speechbrain.plotting import noise_curves, plot_noise_curves, snr_label, snr_order
-from fefa_speechbrain.verification import cosine_scores, read_trials, trial_files
+from fefa_speechbrain.data.trials import read_trials, trial_files
+from fefa_speechbrain.evaluation.verification import cosine_scores
+from fefa_speechbrain.checks import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +97,7 @@ class PerFileNoise:
     def __init__(self, snr_db, kind="gaussian", seed=0):
         if _is_clean(snr_db):
             raise ValueError("PerFileNoise needs a number of dB; for clean audio use no transform")
-        if kind not in NOISE_KINDS:
-            raise ValueError(f"kind={kind!r} is not valid; choose one of {list(NOISE_KINDS)}")
+        check_choice("kind", kind, NOISE_KINDS)
         self.snr_db = snr_db
         self.kind = kind
         self.seed = seed
@@ -191,7 +192,7 @@ def condition_scores(
     embedder : SpeakerEmbedder
         The model.
     trials : list of Trial
-        From :func:`fefa_speechbrain.verification.read_trials`.
+        From :func:`fefa_speechbrain.evaluation.verification.read_trials`.
     snr_db : float or "clean"
         The condition ("clean": no noise, ``kind`` ignored).
     kind : str
@@ -228,7 +229,7 @@ def _row(model, kind, snr_db, scores, labels):
 
 def noise_robustness(
     experiments,
-    trials_file,
+    verification_file,
     audio_root=None,
     snr_levels=SNR_LEVELS,
     kinds=NOISE_KINDS,
@@ -247,7 +248,7 @@ def noise_robustness(
     ---------
     experiments : dict or str
         name -> training output folder (or "name:folder,name:folder").
-    trials_file : str
+    verification_file : str
         Trial list, ``label enrol test`` per line (VoxCeleb's veri_test2.txt).
     audio_root : str
         Folder the trial paths are relative to (default: the list's folder).
@@ -274,7 +275,7 @@ def noise_robustness(
     kinds = _check_kinds(kinds)
     for folder in experiments.values():
         find_hparams_file(folder)
-    trials = read_trials(trials_file, audio_root)
+    trials = read_trials(verification_file, audio_root)
     labels = np.array([trial.label for trial in trials])
     noisy_levels = [level for level in levels if not _is_clean(level)]
     rows = []

@@ -6,7 +6,7 @@ The pipeline is ``Spectrogram -> FrameNormalization -> FEFA -> backbone``, the s
 order as SpeechBrain's ``compute_features -> mean_var_norm -> embedding_model``.
 
 Lengths: the models take relative lengths in *frames*. Training and
-:class:`fefa_speechbrain.inference.SpeakerEmbedder` convert waveform lengths with
+:class:`fefa_speechbrain.evaluation.inference.SpeakerEmbedder` convert waveform lengths with
 :meth:`Spectrogram.frame_lengths`, which makes an utterance's embedding identical alone
 and zero-padded in a batch. SpeechBrain's ``encode_batch`` passes waveform lengths
 unchanged; no rule on (relative length, frames) alone can be exact there, so a padded

@@ -24,13 +24,9 @@ network with GhostVLAD 7.66 M, as published.
 
 import torch
 
-from fefa_speechbrain.placement import (
-    ConvBN,
-    FEFABackbone,
-    MaskedMaxPool2d,
-    scaled_channels,
-)
-from fefa_speechbrain.pooling import GhostVLAD, build_aggregation
+from fefa_speechbrain.lobes.backbone import FEFABackbone
+from fefa_speechbrain.lobes.layers import ConvBN, MaskedMaxPool2d, scaled_channels
+from fefa_speechbrain.lobes.pooling import GhostVLAD, build_aggregation
 
 STEM_CHANNELS = 64
 # (stage name, (reduce, 3x3, expand) channels, blocks, stride of the first block)
@@ -159,10 +155,11 @@ class ThinResNet34(FEFABackbone):
     width : float
         Multiplies every conv channel count (rounded, at least 8), the head's 512 frame
         features included; 1.0 is the published network.
-    fefa_kernel, fefa_apply, fefa_rescale, fefa_per_channel
-        Options of the FEFA modules (see :mod:`fefa_speechbrain.fefa`).
     emb_relu : bool
         ReLU on the embedding layer (True, as published; see :class:`SpeakerHead`).
+    **fefa_options
+        ``fefa_kernel``, ``fefa_apply``, ``fefa_rescale``, ``fefa_per_channel``: see
+        :class:`~fefa_speechbrain.lobes.backbone.FEFABackbone`.
 
     Example
     -------
@@ -180,15 +177,10 @@ class ThinResNet34(FEFABackbone):
         aggregation="gvlad",
         emb_dim=512,
         width=1.0,
-        fefa_kernel="local",
-        fefa_apply="scale",
-        fefa_rescale=True,
-        fefa_per_channel=False,
         emb_relu=True,
+        **fefa_options,
     ):
-        super().__init__(
-            n_bins, fefa, fefa_kernel, fefa_apply, fefa_rescale, fefa_per_channel, min_frames=2
-        )
+        super().__init__(n_bins, fefa, 2, **fefa_options)
         channels = scaled_channels(STEM_CHANNELS, width)
         self.stem = ConvBN(1, channels, 7, padding=3)
         self.stem_pool = MaskedMaxPool2d(2, 2)

@@ -26,10 +26,11 @@ def _temporary_name(path):
     return os.path.join(folder, f".{name}.{token}.tmp")
 
 
-def _fsync_directory(folder):
-    """Makes the rename durable (POSIX); silently unsupported elsewhere."""
+def fsync_path(path):
+    """Flushes a file or folder to disk (a folder: the renames in it); a no-op where the
+    system cannot open or flush it."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -105,7 +106,7 @@ def atomic_open(path, mode="w", encoding="utf-8", newline=None):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
-    _fsync_directory(folder)
+    fsync_path(folder)
 
 
 def atomic_write_text(path, text, encoding="utf-8"):
