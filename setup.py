@@ -11,6 +11,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fefa_speechbrain", "fefa_speechbrain.*"]),
+    package_data={"fefa_speechbrain": ["templates/*.md"]},
     python_requires=">=3.9",
     install_requires=[
         "speechbrain>=1.1",

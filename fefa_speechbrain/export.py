@@ -50,6 +50,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 import speechbrain
@@ -60,8 +61,9 @@ from ruamel.yaml.comments import CommentedMap, TaggedScalar
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 import fefa_speechbrain
-# load_checked_state_dict, load_label_encoder: named here by folders exported before 0.2
 from fefa_speechbrain.atomic import fsync_path
+
+# load_checked_state_dict, load_label_encoder: named here by folders exported before 0.2
 from fefa_speechbrain.checkpoints import (  # noqa: F401
     PretrainedFolderError,
     load_checked_state_dict,
@@ -71,6 +73,7 @@ from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_
 from fefa_speechbrain.hparams import load_hparams
 
 INTERFACE = "SpeakerRecognition"
+README_TEMPLATE = "templates/pretrained_README.md"
 MODULE_KEYS = ("compute_features", "mean_var_norm", "embedding_model", "classifier")
 LOADABLES = ("embedding_model", "classifier", "label_encoder")
 REQUIRED_FILES = ("hyperparams.yaml",) + tuple(f"{name}.ckpt" for name in LOADABLES)
@@ -504,51 +507,9 @@ def _yaml_header(config):
 
 
 def _readme(config):
-    error_rate = config["checkpoint_meta"].get("ErrorRate")
-    return f"""# {config['model_name']}: speaker embeddings with FEFA
-
-A speaker-embedding model trained with fefa-speechbrain (Fine-grained Early Frequency
-Attention, Hajavi & Etemad), exported as a SpeechBrain pretrained-model folder.
-
-- embedding model: `{config['embedding_model']}`, FEFA placement: `{config['fefa']}`
-- embedding: {config['embedding_dim']} dimensions; input: {config['sample_rate']} Hz mono audio
-- classifier: {config['n_speakers']} training speakers (`label_encoder.ckpt`)
-- checkpoint: `{config['checkpoint']}` of `{config['source_experiment']}`
-  (validation classification error {error_rate})
-
-## Load it and score two files (offline)
-
-Needs `speechbrain` and `fefa_speechbrain` installed. `source` must be this folder's
-path; `savedir=None` reads the files in place (a different `savedir` gets symlinks and
-reuses any file already in it, so give each model its own).
-
-```python
-from speechbrain.inference.speaker import SpeakerRecognition
-
-model = SpeakerRecognition.from_hparams(
-    source="path/to/this/folder", savedir=None, run_opts={{"device": "cpu"}}
-)
-score, same_speaker = model.verify_files("enrol.wav", "test.wav")
-print(f"cosine {{float(score):.3f}}, same speaker: {{bool(same_speaker)}}")
-```
-
-`verify_files` resamples and down-mixes the files; `verify_batch(wavs1, wavs2, lens1,
-lens2, threshold=0.25)` scores batches of waveforms. SpeechBrain's default threshold
-0.25 is not calibrated for this model: choose it on your own trial list (for example at
-the equal error rate). `model.encode_batch(wavs, lens)` returns the embeddings
-`[batch, 1, {config['embedding_dim']}]`; `EncoderClassifier.from_hparams` takes the
-same arguments and `classify_batch` gives the training speaker with the highest score.
-
-## Check the folder
-
-```python
-from fefa_speechbrain.export import check_pretrained_folder
-check_pretrained_folder("path/to/this/folder")
-```
-
-raises an error naming the file and the problem if a file is missing or does not fit
-the modules that `hyperparams.yaml` builds.
-"""
+    """The exported folder's README.md, from ``templates/pretrained_README.md``."""
+    template = resources.files("fefa_speechbrain").joinpath(README_TEMPLATE).read_text("utf-8")
+    return template.format(config=config, error_rate=config["checkpoint_meta"].get("ErrorRate"))
 
 
 def _check_same_embeddings(expected, actual, folder):

@@ -27,7 +27,7 @@ SNR_LEVELS = ("clean", 100, 50, 20, 10, 5, 0)
 NOISE_KINDS = ("gaussian", "uniform")
 
 
-def _is_clean(snr_db):
+def is_clean(snr_db):
     """True for the "no noise" settings: None or "clean"."""
     return snr_db is None or (isinstance(snr_db, str) and snr_db == "clean")
 
@@ -93,7 +93,7 @@ def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None):
     >>> bool((noisy[1, 8000:] == wavs[1, 8000:]).all())
     True
     """
-    if _is_clean(snr_db):
+    if is_clean(snr_db):
         return wavs
     _check_snr(snr_db)
     _check_kind(kind)
@@ -123,46 +123,3 @@ def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None):
     scale = torch.sqrt(target_power / raw_noise_power)
     noisy = (signal + noise * scale.unsqueeze(1)).to(wavs.dtype)
     return noisy.squeeze(0) if single else noisy
-
-
-class NoiseAdder(torch.nn.Module):
-    """:func:`add_noise` as a module, usable as a SpeechBrain augmentation step.
-
-    It adds noise in both training and evaluation mode (the paper's experiment perturbs
-    the test set). SpeechBrain's ``Augmenter`` passes ``lengths`` by keyword.
-
-    Arguments
-    ---------
-    snr_db : float, "clean" or None
-        Signal-to-noise ratio in dB; "clean" or None disables the noise.
-    kind : str
-        "gaussian" or "uniform".
-    seed : int
-        If given, the noise comes from a private generator seeded once with it, so a run
-        over a test set is reproducible; None uses the global generator.
-
-    Example
-    -------
-    >>> adder = NoiseAdder(snr_db=10, kind="uniform", seed=3)
-    >>> wavs = torch.randn(2, 8000)
-    >>> noisy = adder(wavs, lengths=torch.tensor([1.0, 0.25]))
-    >>> noisy.shape
-    torch.Size([2, 8000])
-    >>> bool((noisy[1, 2000:] == wavs[1, 2000:]).all())
-    True
-    """
-
-    def __init__(self, snr_db, kind="gaussian", seed=None):
-        super().__init__()
-        if not _is_clean(snr_db):
-            _check_snr(snr_db)
-        _check_kind(kind)
-        self.snr_db = snr_db
-        self.kind = kind
-        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
-
-    def forward(self, waveforms, lengths=None):
-        """Returns ``waveforms`` [batch, samples] with noise at ``snr_db``."""
-        return add_noise(
-            waveforms, self.snr_db, kind=self.kind, lengths=lengths, generator=self.generator
-        )

@@ -34,7 +34,7 @@ from fefa_speechbrain.atomic import atomic_write_csv, atomic_write_json, atomic_
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
 from fefa_speechbrain.lobes.lengths import absolute_lengths
 from fefa_speechbrain.evaluation.metrics import verification_report
-from fefa_speechbrain.evaluation.noise import NOISE_KINDS, SNR_LEVELS, add_noise
+from fefa_speechbrain.evaluation.noise import NOISE_KINDS, SNR_LEVELS, add_noise, is_clean
 from fefa_speechbrain.plotting import noise_curves, plot_noise_curves, snr_label, snr_order
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.verification import cosine_scores
@@ -45,10 +45,6 @@ logger = logging.getLogger(__name__)
 P_TARGETS = (0.01, 0.05)
 ROW_KEYS = ("model", "kind", "snr_db", "eer", "min_dcf_0.01", "min_dcf_0.05")
 CLEAN_KIND = "none"
-
-
-def _is_clean(snr_db):
-    return snr_db is None or snr_db == "clean"
 
 
 def noise_seed(seed, kind, snr_db, samples):
@@ -95,7 +91,7 @@ class PerFileNoise:
     """
 
     def __init__(self, snr_db, kind="gaussian", seed=0):
-        if _is_clean(snr_db):
+        if is_clean(snr_db):
             raise ValueError("PerFileNoise needs a number of dB; for clean audio use no transform")
         check_choice("kind", kind, NOISE_KINDS)
         self.snr_db = snr_db
@@ -159,7 +155,7 @@ def check_snr_levels(snr_levels):
     """
     levels = list(snr_levels)
     for level in levels:
-        if _is_clean(level):
+        if is_clean(level):
             continue
         number = isinstance(level, (int, float)) and not isinstance(level, bool)
         if not number or not np.isfinite(level):
@@ -208,7 +204,7 @@ def condition_scores(
     -------
     numpy.ndarray : one score per trial.
     """
-    transform = None if _is_clean(snr_db) else PerFileNoise(snr_db, kind, seed)
+    transform = None if is_clean(snr_db) else PerFileNoise(snr_db, kind, seed)
     embeddings = embedder.embed_files(
         trial_files(trials), batch_size=batch_size, sample_rate=sample_rate, transform=transform
     )
@@ -220,7 +216,7 @@ def _row(model, kind, snr_db, scores, labels):
     return {
         "model": model,
         "kind": kind,
-        "snr_db": "clean" if _is_clean(snr_db) else snr_db,
+        "snr_db": "clean" if is_clean(snr_db) else snr_db,
         "eer": report["eer"],
         "min_dcf_0.01": report["min_dcf_0.01"],
         "min_dcf_0.05": report["min_dcf_0.05"],
@@ -277,7 +273,7 @@ def noise_robustness(
         find_hparams_file(folder)
     trials = read_trials(verification_file, audio_root)
     labels = np.array([trial.label for trial in trials])
-    noisy_levels = [level for level in levels if not _is_clean(level)]
+    noisy_levels = [level for level in levels if not is_clean(level)]
     rows = []
     for model, folder in experiments.items():
         hparams, checkpoint = load_experiment(folder, device=device)
