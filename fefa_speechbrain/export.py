@@ -1,47 +1,11 @@
 """Export a trained experiment to a SpeechBrain pretrained-model folder.
 
 :func:`export_pretrained` turns the output folder of ``train_speaker_embeddings.py``
-into a folder laid out like SpeechBrain's hub models::
+into a folder laid out like SpeechBrain's hub models (``hyperparams.yaml``, the module
+checkpoints, ``label_encoder.ckpt``, ``config.json``, ``README.md``), checked by loading it
+back and comparing embeddings before it is moved into place.
 
-    hyperparams.yaml       modules, label_encoder, pretrainer (inference only)
-    embedding_model.ckpt   state dict of the best checkpoint (lowest ErrorRate)
-    classifier.ckpt        state dict of the speaker classifier of that checkpoint
-    label_encoder.ckpt     the training speakers (CategoricalEncoder text format)
-    config.json            {"speechbrain_interface": "SpeakerRecognition", ...metadata}
-    README.md              what the model is and how to load it
-
-Loading it, offline (SpeechBrain 1.1.2)::
-
-    from speechbrain.inference.speaker import SpeakerRecognition
-    model = SpeakerRecognition.from_hparams(source="path/to/folder", savedir=None)
-    score, same = model.verify_files("enrol.wav", "test.wav")
-
-``EncoderClassifier.from_hparams`` takes the same arguments. How SpeechBrain fetches
-a local folder: ``source`` must be an existing directory (anything else is taken for a
-HuggingFace model id and needs the network). With ``savedir=None`` (or ``savedir`` equal
-to the folder) every file is read in place. With another ``savedir`` SpeechBrain puts
-symlinks to the folder's files there and reuses whatever file already sits in it:
-use a fresh ``savedir`` per model.
-
-Design decisions
-----------------
-- The module definitions of ``hyperparams.yaml`` are cut out of the experiment's saved
-  yaml text (round-trip, tags kept): the keys ``compute_features``, ``mean_var_norm``,
-  ``embedding_model``, ``classifier`` and ``sample_rate`` and every top-level key they
-  reach through ``!ref <key>`` strings or YAML aliases. No data paths, checkpointer,
-  logger or optimizer; no per-model code.
-- The pretrainer has no ``paths``: SpeechBrain then looks for ``<loadable>.ckpt`` in the
-  ``source`` folder given to ``from_hparams``, so the folder can be moved, copied or
-  uploaded as a whole. (A ``pretrained_path`` key would have to hold an absolute path,
-  which breaks when the folder moves.) For the same reason the label encoder is stored
-  as ``label_encoder.ckpt``, the name SpeechBrain's Pretrainer gives it.
-- SpeechBrain's default parameter transfer only logs a warning for weights it cannot
-  place, which silently yields a random model. The exported yaml uses
-  :func:`load_checked_state_dict` instead: a missing, unreadable or mismatching file
-  raises an error naming the file and the offending keys and shapes.
-- The export is atomic: the folder is built next to ``out_dir`` under a hidden name,
-  checked with :func:`check_pretrained_folder`, compared with the experiment's own
-  embeddings, and only then renamed to ``out_dir``.
+Details: ``docs/reference.md`` (fefa_speechbrain.export).
 """
 
 import json

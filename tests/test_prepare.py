@@ -12,11 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from fefa_speechbrain.data import manifests
 from fefa_speechbrain.data import prepare as prep
 from fefa_speechbrain.data.audio import load_audio
 from fefa_speechbrain.atomic import atomic_open, atomic_write_csv
+from fefa_speechbrain.data.manifests import CSV_FIELDS
 from fefa_speechbrain.data.prepare import (
-    CSV_FIELDS,
     prepare_folder_corpus,
     prepare_voxceleb,
 )
@@ -487,7 +488,7 @@ def test_interrupted_run_then_rerun_gives_complete_csvs(tmp_path, monkeypatch):
             raise KeyboardInterrupt("interrupted")
         atomic_write_csv(path, rows, fieldnames)
 
-    monkeypatch.setattr(prep, "atomic_write_csv", failing_writer)
+    monkeypatch.setattr(manifests, "atomic_write_csv", failing_writer)
     with pytest.raises(KeyboardInterrupt):  # other options: train.csv rewritten, then stop
         prepare_voxceleb(root, save, trials, seg_dur=2.0, verbose=False)
     monkeypatch.undo()

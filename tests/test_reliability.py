@@ -685,7 +685,7 @@ def test_checkpoint_killed_mid_write_is_never_loaded(tmp_path):
 PREP_DRIVER = """
 import sys, time
 from fefa_speechbrain import atomic as atomic_io
-from fefa_speechbrain.data import prepare
+from fefa_speechbrain.data import manifests, prepare
 
 root, save, stage = sys.argv[1:4]
 
@@ -694,19 +694,19 @@ def hang(marker):
     time.sleep(600)
 
 if stage == "audio check":
-    real_inspect, seen = prepare._inspect_job, []
+    real_inspect, seen = manifests._inspect_job, []
     def inspect(job):
         seen.append(job)
         if len(seen) == 10:
             hang("in the audio check")
         return real_inspect(job)
-    prepare._inspect_job = inspect
+    manifests._inspect_job = inspect
 elif stage == "between two files":
-    real_write = prepare.atomic_write_csv
+    real_write = manifests.atomic_write_csv
     def write(path, rows, fieldnames):
         real_write(path, rows, fieldnames)
         hang("after writing " + path)
-    prepare.atomic_write_csv = write
+    manifests.atomic_write_csv = write
 else:  # inside a file
     real_row = atomic_io._row_values
     def row(values, fieldnames, path, number):

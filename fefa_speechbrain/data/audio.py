@@ -3,36 +3,7 @@
 Everything is read with ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...)
 and delivered as a mono float32 waveform at the target rate (16 kHz by default).
 
-Policy
-------
-:func:`inspect_audio` gives every file an action (``keep``, ``convert`` or ``skip``) and
-the reasons for it:
-
-- unreadable or corrupt (header or samples): **skip**;
-- empty, or shorter than one 25 ms frame (``min_samples=400`` at 16 kHz): **skip**;
-- NaN or infinite samples: **skip**;
-- silent (peak amplitude of the mono signal below ``1e-4``): **skip**;
-- stereo / multichannel: **convert** (down-mixed by averaging the channels);
-- another sample rate: **convert** (resampled with torchaudio's sinc resampler);
-- clipped (over 0.1 % of samples with ``|x| >= 0.999``): **keep**, with a warning;
-- shorter than the training crop: **keep** (the training pipeline pads, and the relative
-  lengths tell the model where the real samples end);
-- m4a / aac / mp4 (VoxCeleb2 ships m4a; libsndfile cannot decode AAC): **skip**, with the
-  command that converts it, ``ffmpeg -i in.m4a -ac 1 -ar 16000 out.wav``.
-
-``convert`` never rewrites the file: :func:`load_audio` down-mixes and resamples every
-time it reads it, so a corpus at another rate needs no copy (converting it once with
-ffmpeg is faster for repeated training, though). ``min_samples`` is counted at the target
-rate, so an 8 kHz file needs 200 samples.
-
-Header-only inspection
-----------------------
-``inspect_audio(path, full=False)`` reads only the header (format, rate, channels, length):
-the fast path for a million files. It catches unreadable headers, empty/short files,
-multichannel files and other rates, but not the problems that only the samples reveal
-(corrupt data, NaN/inf, silence, clipping). Those are caught at load time instead:
-:func:`load_audio` raises :class:`AudioError` naming the file for unreadable, corrupt,
-empty or NaN/inf content (silence and clipping are not load-time errors).
+Details: ``docs/reference.md`` (fefa_speechbrain.data.audio).
 """
 
 import math

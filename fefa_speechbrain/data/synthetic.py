@@ -3,35 +3,7 @@
 The corpus lets the whole VoxCeleb code path (preparation, training, verification) run
 where VoxCeleb is not available. It is written exactly like VoxCeleb1::
 
-    <out>/wav/id10001/<session>/00001.wav     16 kHz mono 16-bit PCM
-    <out>/veri_test2.txt                      "label enrol test", paths relative to wav/
-    <out>/synthetic_manifest.json             configuration, speakers, file list
-
-Speakers are ``id10001, id10002, ...``; the *last* ``n_test_speakers`` of them are the
-test speakers of the trial list, so a preparation that removes the speakers of the trial
-list from training (as SpeechBrain's VoxCeleb recipe does) trains on the others.
-
-The voices, sessions and audio come from :mod:`fefa_speechbrain.data.synthetic_speech`.
-
-Difficulty (``benchmarks/bench_corpus_difficulty.py``, results in benchmarks/RESULTS.md):
-on this module's default corpus (seed 0), a cosine between mean log-spectra, with no
-training, gives 38.1 % EER on its trial list, and LDA on the same features fitted on the
-30 training speakers 22.3 %; on the demo's corpus (100 speakers, 30 of them for the test,
-5-10 s utterances) 46.7 % and 13.3 % (70 training speakers). ``GENERATOR_VERSION``
-changes whenever the audio does, so that corpora of an older version are regenerated.
-
-Determinism: the same arguments give byte-identical files (with the same numpy/scipy on
-the same platform), whatever the number of worker processes. :func:`generate_corpus` is
-idempotent: it does nothing when the manifest says the folder already holds the same
-configuration and every listed file is there, and regenerates otherwise (removing the
-files of the previous configuration, and only those: files it did not write are never
-deleted). Every file is written atomically and
-the manifest last, so an interrupted run is never mistaken for a complete corpus.
-
-Command line::
-
-    python -m fefa_speechbrain.data.synthetic OUT_DIR [--speakers 40 --test-speakers 10
-        --sessions 3 --utts 4 --min-dur 2 --max-dur 5 --seed 0 --trials N --jobs 2]
+Details: ``docs/reference.md`` (fefa_speechbrain.data.synthetic).
 """
 
 import argparse

@@ -5,47 +5,7 @@ SpeechBrain's ``utils.metric_stats.minDCF`` builds a thresholds x trials matrix 
 Here every operating point comes from one sort and two cumulative sums, so a million
 trials take well under a second.
 
-Conventions
------------
-Decision rule
-    A trial is accepted when ``score >= threshold``. Trials with the same score always
-    move together: the operating points are "accept every score >= s" for each distinct
-    score ``s`` (ascending), plus "reject everything", whose threshold is the smallest
-    float above the largest score (``numpy.nextafter(max, inf)``), so that it is finite
-    and still obeys the rule. The first point (the lowest score) accepts everything.
-Error rates
-    FAR (false-acceptance rate, false-positive rate) = accepted non-targets / non-targets;
-    FRR (false-rejection rate, miss rate, false-negative rate) = rejected targets / targets.
-EER
-    The point where FAR and FRR cross on the piecewise-linear curve through consecutive
-    operating points. Going up the thresholds, FAR - FRR falls strictly from 1 to -1;
-    with k the first operating point where it is <= 0, the EER is the value at which the
-    segment from point k-1 to point k meets FAR = FRR (exactly FAR_k when the rates are
-    equal at k). The returned threshold is interpolated with the same weight between the
-    thresholds of points k-1 and k (kept above the former when the two are adjacent
-    floats), so accepting ``score >= threshold`` realizes point k, where
-    ``FAR <= EER <= FRR``.
-    This EER always lies between ``max_k min(FAR_k, FRR_k)`` and
-    ``min_k max(FAR_k, FRR_k)``.
-    SpeechBrain's ``EER`` instead returns ``(FAR + FRR) / 2`` at the operating point
-    minimizing ``|FAR - FRR|`` (with the rule ``score > threshold``, float32): the two
-    agree when the rates cross exactly at an operating point and otherwise differ by at
-    most half of ``|FAR - FRR|`` at that point.
-minDCF
-    ``C(t) = c_miss * p_target * FRR(t) + c_fa * (1 - p_target) * FAR(t)`` minimized over
-    all operating points (accept-all and reject-all included) and NORMALIZED: divided by
-    ``min(c_miss * p_target, c_fa * (1 - p_target))``, the cost of the best system that
-    ignores the scores, as in the NIST SRE evaluations. SpeechBrain's ``minDCF`` returns
-    the unnormalized minimum over the same points except accept-all (which costs
-    ``c_fa * (1 - p_target)`` and can only be the minimum when
-    ``c_fa * (1 - p_target) < c_miss * p_target``, i.e. never at the usual p_target of
-    0.01 or 0.05). Ties in cost go to the lowest threshold.
-
-Inputs
-------
-``scores``: 1-D array-like of finite floats (numpy, torch, list); ``labels``: the same
-length, 1/True for target trials and 0/False for non-target trials. Computation is in
-float64.
+Details: ``docs/reference.md`` (fefa_speechbrain.evaluation.metrics).
 """
 
 import numpy as np

@@ -3,17 +3,7 @@
 The paper adds Gaussian or uniform noise to the test waveforms, before the spectrogram,
 and compares thin-ResNet with and without FEFA at several SNRs (Fig. 3).
 
-Definition used here
---------------------
-For each utterance, ``SNR = 10 * log10(P_signal / P_noise)`` where ``P`` is the mean
-square over the valid (unpadded) samples. A noise draw (zero-mean normal, or zero-mean
-uniform on [-1, 1]) is scaled so that its *realized* mean square over the valid samples
-equals ``P_signal / 10 ** (snr_db / 10)`` exactly (up to floating-point rounding), so the
-SNR of every utterance is the requested one, not just its expectation. For uniform noise
-the scaled noise is uniform on [-a, a] with ``a`` close to ``sqrt(3 * P_noise)``.
-Padded samples are left exactly as they are. A silent utterance (``P_signal = 0``) has no
-defined SNR and receives no noise: it is returned unchanged. Powers and scales are
-computed in float64; the result has the input's dtype.
+Details: ``docs/reference.md`` (fefa_speechbrain.evaluation.noise).
 """
 
 import numbers

@@ -4,23 +4,7 @@ White noise, Gaussian or uniform, is added to every test waveform *before* the
 spectrogram, at a set of SNRs; each model embeds every trial file once per condition,
 the trials are cosine-scored and EER and minDCF computed.
 
-SNR definition
---------------
-Per utterance, ``SNR = 10 log10(P_signal / P_noise)`` with ``P`` the mean square over the
-utterance's own samples (padding excluded); the noise is scaled so that its *realized*
-power gives exactly the requested SNR (see :mod:`fefa_speechbrain.evaluation.noise`). "clean"
-means no noise. The clean condition does not depend on the noise kind: it is computed
-once per model and reported with kind "none".
-
-Identical noise for every model
--------------------------------
-The noise added to a file depends only on ``(seed, kind, snr_db, the file's samples)``:
-:class:`PerFileNoise` draws each utterance's noise separately, with its own unpadded
-length, from a generator seeded with a SHA-256 digest of those four things. The noise
-of a file is therefore the same for every model, every batch size and every batch
-order (the padding and the neighbours in the batch play no part), on any machine and
-wherever the data is mounted (the path plays no part). Files with identical samples
-receive identical noise.
+Details: ``docs/reference.md`` (fefa_speechbrain.evaluation.robustness).
 """
 
 import hashlib

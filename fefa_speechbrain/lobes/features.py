@@ -5,20 +5,7 @@ Where normalization sits relative to FEFA
 The pipeline is ``Spectrogram -> FrameNormalization -> FEFA -> backbone``, the same
 order as SpeechBrain's ``compute_features -> mean_var_norm -> embedding_model``.
 
-Lengths: the models take relative lengths in *frames*. Training and
-:class:`fefa_speechbrain.evaluation.inference.SpeakerEmbedder` convert waveform lengths with
-:meth:`Spectrogram.frame_lengths`, which makes an utterance's embedding identical alone
-and zero-padded in a batch. SpeechBrain's ``encode_batch`` passes waveform lengths
-unchanged; no rule on (relative length, frames) alone can be exact there, so a padded
-utterance may gain or lose its last, half-padded frame (embedding changes of order 1e-3).
-
-FEFA's query is the time average of each frequency bin. A per-bin mean normalization
-over time (SpeechBrain's ``InputNormalization(norm_type="sentence")``, VGGVox's loader)
-makes every bin's time average exactly zero, so FEFA would see the same query for every
-utterance and degrade to an input-independent gain. :class:`FrameNormalization`
-normalizes each frame across frequency instead (as Xie et al.'s released loader does):
-it removes loudness per frame but keeps the spectral shape, so the per-bin time averages
-stay informative. Do not put a per-bin, over-time normalization before FEFA.
+Details: ``docs/reference.md`` (fefa_speechbrain.lobes.features).
 """
 
 import torch

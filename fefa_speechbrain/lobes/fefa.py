@@ -5,29 +5,7 @@ average-pool the spectrogram over time, pass the pooled vector through a locally
 connected kernel (one weight and one bias per bin), take a softmax over the bins and
 scale each bin of the input by its probability.
 
-Interpretation choices (the paper's eq. (1) is ambiguous; see README, "Interpretation")
--------------------------------------------------------------------------------------
-``kernel="local"`` (default)
-    ``s_f = w_f * mean_t X[t, f] + b_f``: the locally connected layer applied to the
-    time-pooled spectrum, so the attention depends on the input. 2F parameters
-    (514 for 257 bins; a dense layer would have 66,306).
-``kernel="literal"``
-    eq. (1) read literally: the one-hot index times W gives ``s_f = W_f``, an
-    input-independent learned gain per bin (F parameters); the pooling does nothing.
-``apply="scale"`` (default)
-    ``X'[t, f] = a_f * X[t, f]``.
-``apply="pooled"``
-    the attention map of the paper's text, ``M_f = a_f * mean_t X[t, f]``, multiplies
-    the input: ``X'[t, f] = M_f * X[t, f]``.
-``rescale=True`` (default)
-    ``a_f = F * p_f``: softmax weights sum to one, so without rescaling the input
-    shrinks about F-fold. With it, uniform attention is the identity; all parameters
-    start at zero, so an untrained FEFA (local or literal, apply="scale") leaves the
-    input exactly unchanged. ``rescale=False`` gives ``a_f = p_f``.
-
-Padded frames are excluded from the time average (lengths are relative, as in
-SpeechBrain). The last attention weights ``a`` are kept in ``last_attention`` (detached)
-for plotting.
+Details: ``docs/reference.md`` (fefa_speechbrain.lobes.fefa).
 """
 
 import torch

@@ -2,24 +2,7 @@
 
 Layer by layer (257 bins x 250 frames in, maps written channels x freq x time):
 
-=========================  =====================================  ===============
-layer                      detail                                 output
-=========================  =====================================  ===============
-stem                       conv 7x7, 64, stride 1, pad 3, BN ReLU   64 x 257 x 250
-stem max-pool              2x2, stride 2                            64 x 128 x 125
-stage 2 (2 blocks)         bottleneck 48/48/96, stride 1            96 x 128 x 125
-stage 3 (3 blocks)         bottleneck 96/96/128, stride 2          128 x 64 x 63
-stage 4 (3 blocks)         bottleneck 128/128/256, stride 2        256 x 32 x 32
-stage 5 (3 blocks)         bottleneck 256/256/512, stride 2        512 x 16 x 16
-frequency max-pool         3 (freq) x 1 (time), stride 2 x 1       512 x 7 x 16
-head                       see :class:`SpeakerHead`                  emb_dim
-=========================  =====================================  ===============
-
-A bottleneck block is 1x1 (carrying the stage's stride, as in Keras' ResNet v1), 3x3
-(pad 1), 1x1, each followed by BN, ReLU after the first two; the first block of each
-stage has a projection shortcut (1x1 with the stride, BN); ReLU after the addition.
-Trunk convs have no bias. With ``width=1`` the trunk has 3.69 M parameters and the whole
-network with GhostVLAD 7.66 M, as published.
+Details: ``docs/reference.md`` (fefa_speechbrain.lobes.thin_resnet).
 """
 
 import torch

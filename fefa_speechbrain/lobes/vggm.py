@@ -3,25 +3,7 @@
 Layer by layer (257 bins x 300 frames in, maps written channels x freq x time; kernels
 and strides are the same along both axes unless noted):
 
-==========  =====================================  ==================
-layer       detail                                 output
-==========  =====================================  ==================
-conv1       7x7, 96, stride 2, pad 1, BN ReLU        96 x 127 x 148
-mpool1      3x3, stride 2                            96 x 63 x 73
-conv2       5x5, 256, stride 2, pad 1, BN ReLU      256 x 31 x 36
-mpool2      3x3, stride 2                           256 x 15 x 17
-conv3-5     3x3, 384 / 256 / 256, pad 1, BN ReLU    256 x 15 x 17
-mpool5      5 (freq) x 3 (time), stride 3 x 2       256 x 4 x 8
-fc6         conv 4 (all bins) x 1, 4096, BN ReLU   4096 x 1 x 8
-apool6      mean over the valid frames                4096
-fc7         linear (bias) 4096 -> emb_dim, ReLU*    emb_dim (1024)
-==========  =====================================  ==================
-
-Adaptation to one-sided spectra: the original took 512 two-sided bins and its fc6
-spanned 9 bins; here fc6 spans whatever frequency extent remains (4 for 257 bins).
-(*) The ReLU on fc7 is optional (``emb_relu``, default True as published).
-Convs have no bias (BN follows). With ``width=1`` and 257 bins the network has
-11.37 M parameters (16.6 M in the original, whose fc6 is more than twice as large).
+Details: ``docs/reference.md`` (fefa_speechbrain.lobes.vggm).
 """
 
 import torch
