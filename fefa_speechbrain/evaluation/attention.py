@@ -13,7 +13,7 @@ import numpy as np
 from fefa_speechbrain import plotting
 from fefa_speechbrain.atomic import atomic_open
 from fefa_speechbrain.data.audio import load_audio
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment, pad_signals
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, file_batches, load_experiment
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.lobes.features import Spectrogram
 
@@ -47,12 +47,9 @@ def collect_attention(embedder, paths, batch_size=16, sample_rate=16000):
             "the embedding model has no input FEFA (trained with fefa=none?): there is no "
             "attention to plot"
         )
-    signals = {path: load_audio(path, sample_rate=sample_rate) for path in sorted(set(paths))}
-    order = sorted(signals, key=lambda p: signals[p].shape[0])
     weights = {}
-    for first in range(0, len(order), batch_size):
-        names = order[first : first + batch_size]
-        embedder.embed(*pad_signals([signals[name] for name in names]))
+    for names, _, wavs, lengths in file_batches(paths, batch_size, sample_rate):
+        embedder.embed(wavs, lengths)
         for name, row in zip(names, fefa.last_attention.float().cpu().numpy()):
             weights[name] = row
     return weights

@@ -27,7 +27,7 @@ from fefa_speechbrain.data.audio import (
     load_audio,
     resampled_length,
 )
-from fefa_speechbrain.lobes.features import feature_lengths
+from fefa_speechbrain.lobes.features import embed_waveforms
 from fefa_speechbrain.hparams import load_hparams
 
 EMBEDDING_KEYS = ("compute_features", "mean_var_norm", "embedding_model")
@@ -199,10 +199,7 @@ class SpeakerEmbedder:
         if lengths is None:
             lengths = torch.ones(wavs.shape[0], device=self.device)
         lengths = lengths.to(self.device)
-        feats = self.modules["compute_features"](wavs)
-        lengths = feature_lengths(self.modules["compute_features"], lengths, wavs.shape[1])
-        feats = self.modules["mean_var_norm"](feats, lengths)
-        emb = self.modules["embedding_model"](feats, lengths)
+        emb = embed_waveforms(self.modules, wavs, lengths)
         return emb.reshape(emb.shape[0], -1).float().cpu()
 
     def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None):
@@ -237,13 +234,8 @@ class SpeakerEmbedder:
             Naming the files of a batch the model cannot embed (e.g. shorter than the
             model's minimum input length).
         """
-        lengths = check_audio_files(sorted(set(paths)), sample_rate=sample_rate)
-        order = sorted(lengths, key=lengths.get)
         embeddings = {}
-        for first in range(0, len(order), batch_size):
-            names = order[first : first + batch_size]
-            signals = [load_audio(name, sample_rate=sample_rate) for name in names]
-            wavs, wav_lengths = pad_signals(signals)
+        for names, signals, wavs, wav_lengths in file_batches(paths, batch_size, sample_rate):
             if transform is not None:
                 wavs = transform(wavs, wav_lengths)
             try:
@@ -258,6 +250,20 @@ class SpeakerEmbedder:
                 ) from error
             embeddings.update(zip(names, batch))
         return embeddings
+
+
+def file_batches(paths, batch_size=16, sample_rate=16000):
+    """The files' audio in length-sorted batches: (names, signals, wavs, relative lengths).
+
+    Every header is checked first (:func:`check_audio_files`); a batch is read only when
+    it is needed, so memory does not grow with the number of files.
+    """
+    lengths = check_audio_files(sorted(set(paths)), sample_rate=sample_rate)
+    order = sorted(lengths, key=lengths.get)
+    for first in range(0, len(order), batch_size):
+        names = order[first : first + batch_size]
+        signals = [load_audio(name, sample_rate=sample_rate) for name in names]
+        yield (names, signals, *pad_signals(signals))
 
 
 def pad_signals(signals):

@@ -149,3 +149,23 @@ class FrameNormalization(torch.nn.Module):
         mean = x.mean(dim=-1, keepdim=True)
         std = x.std(dim=-1, keepdim=True, unbiased=False)
         return (x - mean) / (std + self.eps)
+
+
+def embed_waveforms(modules, wavs, lengths):
+    """The recipe's forward pass, waveforms -> embeddings [batch, 1, dim]: ``compute_features``,
+    then ``mean_var_norm`` and ``embedding_model`` with frame-exact relative lengths.
+
+    Training (the recipe's ``SpeakerBrain``), :class:`~fefa_speechbrain.evaluation.inference.SpeakerEmbedder`
+    and the exported models run this same chain.
+
+    Example
+    -------
+    >>> modules = {"compute_features": Spectrogram(), "mean_var_norm": FrameNormalization(),
+    ...            "embedding_model": lambda feats, lengths: feats.mean(1, keepdim=True)}
+    >>> embed_waveforms(modules, torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 1, 257])
+    """
+    feats = modules["compute_features"](wavs)
+    feat_lens = feature_lengths(modules["compute_features"], lengths, wavs.shape[1])
+    feats = modules["mean_var_norm"](feats, feat_lens)
+    return modules["embedding_model"](feats, feat_lens)

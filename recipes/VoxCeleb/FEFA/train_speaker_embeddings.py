@@ -38,7 +38,7 @@ from fefa_speechbrain.hparams import (
     load_hparams,
     parse_overrides,
 )
-from fefa_speechbrain.lobes.features import feature_lengths
+from fefa_speechbrain.lobes.features import embed_waveforms
 
 
 class SpeakerBrain(sb.core.Brain):
@@ -91,10 +91,7 @@ class SpeakerBrain(sb.core.Brain):
         augment = self._augmenter(stage)
         if augment is not None:
             wavs, lens = augment(wavs, lens)
-        feats = self.modules.compute_features(wavs)
-        feat_lens = feature_lengths(self.modules.compute_features, lens, wavs.shape[1])
-        feats = self.modules.mean_var_norm(feats, feat_lens)
-        embeddings = self.modules.embedding_model(feats, feat_lens)
+        embeddings = embed_waveforms(self.modules, wavs, lens)
         return self.modules.classifier(embeddings), lens
 
     def compute_objectives(self, predictions, batch, stage):
