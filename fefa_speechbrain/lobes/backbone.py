@@ -16,32 +16,32 @@ from fefa_speechbrain.lobes.lengths import absolute_lengths
 class FEFABackbone(torch.nn.Module):
     """Base class of the backbones: FEFA placement, input checks and short-input padding.
 
-    A subclass builds its trunk, registers one hidden FEFA2d per insertion point with
+    The backbones take every argument but ``min_frames`` as keyword arguments
+    (``**options``) and pass them here. A subclass builds its trunk, registers one hidden FEFA2d per insertion point with
     :meth:`add_hidden_fefa` (a no-op unless ``fefa="multi"``) and calls
     :meth:`prepare_input` and :meth:`attend` in its forward.
 
     Arguments
     ---------
+    min_frames : int
+        Shortest input the trunk accepts; shorter inputs are zero-padded in time up to
+        it (their valid length stays the true one, so the result does not depend on it).
     n_bins : int
         Frequency bins of the input spectrogram [batch, time, n_bins].
     fefa : str
         "none", "single" (one FEFA on the input) or "multi" (the input FEFA plus a
         FEFA2d at every insertion point of the subclass).
-    min_frames : int
-        Shortest input the trunk accepts; shorter inputs are zero-padded in time up to
-        it (their valid length stays the true one, so the result does not depend on it).
     fefa_kernel, fefa_apply, fefa_rescale
-        ``kernel``, ``apply`` and ``rescale`` of every FEFA / FEFA2d. The backbones
-        take these and ``fefa_per_channel`` as keyword arguments (``**fefa_options``).
+        ``kernel``, ``apply`` and ``rescale`` of every FEFA / FEFA2d.
     fefa_per_channel : bool
         ``per_channel`` of the hidden FEFA2d modules.
     """
 
     def __init__(
         self,
-        n_bins,
-        fefa,
         min_frames,
+        n_bins=257,
+        fefa="single",
         fefa_kernel="local",
         fefa_apply="scale",
         fefa_rescale=True,

@@ -127,10 +127,6 @@ class ThinResNet34(FEFABackbone):
 
     Arguments
     ---------
-    n_bins : int
-        Frequency bins of the input.
-    fefa : str
-        "none", "single" or "multi".
     aggregation : str
         "gvlad" (GhostVLAD, K=8, G=2; default), "tap" or "asp", see :class:`SpeakerHead`.
     emb_dim : int
@@ -140,7 +136,8 @@ class ThinResNet34(FEFABackbone):
         features included; 1.0 is the published network.
     emb_relu : bool
         ReLU on the embedding layer (True, as published; see :class:`SpeakerHead`).
-    **fefa_options
+    **options
+        ``n_bins`` (257), ``fefa`` ("none", "single" or "multi"; default "single"),
         ``fefa_kernel``, ``fefa_apply``, ``fefa_rescale``, ``fefa_per_channel``: see
         :class:`~fefa_speechbrain.lobes.backbone.FEFABackbone`.
 
@@ -153,17 +150,9 @@ class ThinResNet34(FEFABackbone):
     [257, 128, 64, 32, 16, 7]
     """
 
-    def __init__(
-        self,
-        n_bins=257,
-        fefa="single",
-        aggregation="gvlad",
-        emb_dim=512,
-        width=1.0,
-        emb_relu=True,
-        **fefa_options,
-    ):
-        super().__init__(n_bins, fefa, 2, **fefa_options)
+    def __init__(self, aggregation="gvlad", emb_dim=512, width=1.0, emb_relu=True, **options):
+        super().__init__(2, **options)
+        n_bins = self.n_bins
         channels = scaled_channels(STEM_CHANNELS, width)
         self.stem = ConvBN(1, channels, 7, padding=3)
         self.stem_pool = MaskedMaxPool2d(2, 2)

@@ -38,10 +38,6 @@ class VGGM(FEFABackbone):
 
     Arguments
     ---------
-    n_bins : int
-        Frequency bins of the input.
-    fefa : str
-        "none", "single" or "multi".
     aggregation : str
         Only "tap" (apool6, temporal average pooling), as published.
     emb_dim : int
@@ -51,32 +47,26 @@ class VGGM(FEFABackbone):
         1.0 is the published network.
     emb_relu : bool
         ReLU on fc7, the embedding layer (True, as published).
-    **fefa_options
+    **options
+        ``n_bins`` (257), ``fefa`` ("none", "single" or "multi"; default "single"),
         ``fefa_kernel``, ``fefa_apply``, ``fefa_rescale``, ``fefa_per_channel``: see
         :class:`~fefa_speechbrain.lobes.backbone.FEFABackbone`.
 
     Example
     -------
     >>> model = VGGM(fefa="multi", emb_dim=64, width=0.125).eval()
-    >>> model(torch.rand(2, 30, 257), torch.tensor([1.0, 0.5])).shape
-    torch.Size([2, 1, 64])
     >>> [m.n_bins for m in model.fefa_modules()]
     [257, 127, 63, 31, 15, 4]
+    >>> short = torch.rand(2, 30, 257)  # 30 frames: zero-padded to 65 inside
+    >>> model(short, torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 1, 64])
     """
 
-    def __init__(
-        self,
-        n_bins=257,
-        fefa="single",
-        aggregation="tap",
-        emb_dim=1024,
-        width=1.0,
-        emb_relu=True,
-        **fefa_options,
-    ):
+    def __init__(self, aggregation="tap", emb_dim=1024, width=1.0, emb_relu=True, **options):
         if aggregation != "tap":
             raise ValueError(f"VGGM supports only aggregation='tap', got {aggregation!r}")
-        super().__init__(n_bins, fefa, MIN_FRAMES, **fefa_options)
+        super().__init__(MIN_FRAMES, **options)
+        n_bins = self.n_bins
         c1, c2, c3, c4, c5 = (scaled_channels(c, width) for c in (96, 256, 384, 256, 256))
         self.layers = torch.nn.ModuleDict(
             {
