@@ -127,20 +127,12 @@ def prepare_voxceleb(
     if verification_file is not None:
         where = ", ".join(os.path.join(root, "wav") for root in roots)
         trials = read_trial_list(verification_file, resolve=index.__contains__, where=where)
-    options = {
-        "corpus": "voxceleb",
-        "data_folder": roots,
-        "verification_pairs_file": _abs_or_none(verification_file),  # key kept: earlier preparations stay valid
-        "splits": splits,
-        "split_ratio": list(split_ratio),
-        "seg_dur": seg_dur,
-        "split_speaker": split_speaker,
-        "random_segment": random_segment,
-        "check_audio": check_audio,
-        "seed": seed,
-    }
-    fingerprint = input_fingerprint(utterances, verification_file)
-    previous = previous_summary(save_folder, options, fingerprint, splits, verbose)
+    options, fingerprint, previous = _earlier_run(
+        save_folder, utterances, verification_file, verbose, corpus="voxceleb",
+        data_folder=roots, splits=splits, split_ratio=list(split_ratio), seg_dur=seg_dur,
+        split_speaker=split_speaker, random_segment=random_segment, check_audio=check_audio,
+        seed=seed,
+    )
     if previous is not None:
         return previous
 
@@ -217,17 +209,10 @@ def prepare_folder_corpus(
         Minimum usable files of a training speaker.
     min_utts_test : int
         Minimum usable files of a test speaker (generated trials only).
-    splits, split_ratio, seg_dur, check_audio, n_jobs, seed
-        As for :func:`prepare_voxceleb`.
     extensions : sequence of str
         Audio file extensions to collect (case-insensitive).
-    verbose : bool
-        Print the summary.
-
-    Returns
-    -------
-    dict
-        The summary (also in ``prepare_report.json``) with ``skipped``.
+    splits, split_ratio, seg_dur, check_audio, n_jobs, seed, verbose
+        As for :func:`prepare_voxceleb`, which also returns the same summary.
 
     Example
     -------
@@ -265,24 +250,13 @@ def prepare_folder_corpus(
     listed = None
     if test_speakers is not None:
         listed = _read_speaker_list(test_speakers, {u.speaker for u in utterances})
-    options = {
-        "corpus": "folder",
-        "data_folder": roots,
-        "verification_pairs_file": _abs_or_none(verification_file),  # key kept: earlier preparations stay valid
-        "test_speakers": listed,
-        "n_test_speakers": n_test_speakers,
-        "n_trials": n_trials,
-        "min_utts_train": min_utts_train,
-        "min_utts_test": min_utts_test,
-        "splits": splits,
-        "split_ratio": list(split_ratio),
-        "seg_dur": seg_dur,
-        "check_audio": check_audio,
-        "seed": seed,
-        "extensions": extensions,
-    }
-    fingerprint = input_fingerprint(utterances, verification_file)
-    previous = previous_summary(save_folder, options, fingerprint, splits, verbose)
+    options, fingerprint, previous = _earlier_run(
+        save_folder, utterances, verification_file, verbose, corpus="folder",
+        data_folder=roots, test_speakers=listed, n_test_speakers=n_test_speakers,
+        n_trials=n_trials, min_utts_train=min_utts_train, min_utts_test=min_utts_test,
+        splits=splits, split_ratio=list(split_ratio), seg_dur=seg_dur,
+        check_audio=check_audio, seed=seed, extensions=extensions,
+    )
     if previous is not None:
         return previous
 
@@ -375,6 +349,24 @@ def _data_folders(data_folder):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"data folder {folder} does not exist")
     return [os.path.abspath(f) for f in folders]
+
+
+def _earlier_run(save_folder, utterances, verification_file, verbose, corpus, data_folder,
+                 **settings):
+    """(options, fingerprint, summary of an earlier run that is still up to date or None).
+
+    The options are saved with the outputs; the trial list is stored under its old name
+    ``verification_pairs_file`` so that earlier preparations stay valid.
+    """
+    options = {
+        "corpus": corpus,
+        "data_folder": data_folder,
+        "verification_pairs_file": _abs_or_none(verification_file),
+        **settings,
+    }
+    fingerprint = input_fingerprint(utterances, verification_file)
+    previous = previous_summary(save_folder, options, fingerprint, settings["splits"], verbose)
+    return options, fingerprint, previous
 
 
 def _abs_or_none(path):

@@ -32,6 +32,18 @@ from fefa_speechbrain.data.synthetic_speech import (
 )
 
 GENERATOR_VERSION = 2
+CORPUS_DEFAULTS = {
+    "n_speakers": 40,
+    "n_test_speakers": 10,
+    "sessions_per_speaker": 3,
+    "utts_per_session": 4,
+    "min_duration": 2.0,
+    "max_duration": 5.0,
+    "sample_rate": 16000,
+    "seed": 0,
+    "n_trials": None,
+    "trials_name": "veri_test2.txt",
+}
 MANIFEST_NAME = "synthetic_manifest.json"
 PENDING_NAME = ".synthetic_pending.json"
 def _pcm16(wav):
@@ -331,50 +343,38 @@ def _summary(out_dir, manifest, generated):
     }
 
 
-def generate_corpus(
-    out_dir,
-    n_speakers=40,
-    n_test_speakers=10,
-    sessions_per_speaker=3,
-    utts_per_session=4,
-    min_duration=2.0,
-    max_duration=5.0,
-    sample_rate=16000,
-    seed=0,
-    n_trials=None,
-    trials_name="veri_test2.txt",
-    progress=True,
-    n_jobs=1,
-):
+def generate_corpus(out_dir, progress=True, n_jobs=1, **options):
     """Writes (or finds up to date) the synthetic corpus in ``out_dir``.
 
     Arguments
     ---------
     out_dir : str
         Corpus folder; gets ``wav/``, the trial list and the manifest.
-    n_speakers : int
-        Number of speakers (id10001 ...).
-    n_test_speakers : int
-        The last ``n_test_speakers`` speakers form the trial list.
-    sessions_per_speaker : int
-        Sessions ("videos") per speaker, each with its own channel.
-    utts_per_session : int
-        Utterances per session.
-    min_duration, max_duration : float
-        Utterance durations are uniform in this range (seconds).
-    sample_rate : int
-        Sampling rate of the WAV files.
-    seed : int
-        Seeds everything (non-negative).
-    n_trials : int or None
-        Size of the trial list; None: every cross-session target pair of the test
-        speakers and as many non-target pairs.
-    trials_name : str
-        File name of the trial list.
     progress : bool
         Show a progress bar on stderr.
     n_jobs : int
         Worker processes (the result does not depend on it).
+    **options
+        The corpus, defaults in ``CORPUS_DEFAULTS``:
+        n_speakers : int
+            Number of speakers (id10001 ...).
+        n_test_speakers : int
+            The last ``n_test_speakers`` speakers form the trial list.
+        sessions_per_speaker : int
+            Sessions ("videos") per speaker, each with its own channel.
+        utts_per_session : int
+            Utterances per session.
+        min_duration, max_duration : float
+            Utterance durations are uniform in this range (seconds).
+        sample_rate : int
+            Sampling rate of the WAV files.
+        seed : int
+            Seeds everything (non-negative).
+        n_trials : int or None
+            Size of the trial list; None: every cross-session target pair of the test
+            speakers and as many non-target pairs.
+        trials_name : str
+            File name of the trial list.
 
     Returns
     -------
@@ -397,20 +397,11 @@ def generate_corpus(
     ...                 progress=False)["generated"]
     False
     """
-    config = _validated_config(
-        {
-            "n_speakers": n_speakers,
-            "n_test_speakers": n_test_speakers,
-            "sessions_per_speaker": sessions_per_speaker,
-            "utts_per_session": utts_per_session,
-            "min_duration": min_duration,
-            "max_duration": max_duration,
-            "sample_rate": sample_rate,
-            "seed": seed,
-            "n_trials": n_trials,
-            "trials_name": trials_name,
-        }
-    )
+    unknown = sorted(set(options) - set(CORPUS_DEFAULTS))
+    if unknown:
+        raise TypeError(f"generate_corpus() got unknown options {unknown}")
+    config = _validated_config({**CORPUS_DEFAULTS, **options})
+    trials_name = config["trials_name"]
     _check_int("n_jobs", n_jobs, 1)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
     previous = _read_json(manifest_path)
