@@ -13,7 +13,8 @@ import numpy as np
 from fefa_speechbrain import plotting
 from fefa_speechbrain.atomic import atomic_open
 from fefa_speechbrain.data.audio import load_audio
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, file_batches, load_experiment
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, file_batches
+from fefa_speechbrain.evaluation.model_source import load_model
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.lobes.features import Spectrogram
 
@@ -112,7 +113,8 @@ def attention_figures(
     Arguments
     ---------
     experiment_folder : str
-        Output folder of ``train_speaker_embeddings.py`` (a model with an input FEFA).
+        A MODEL with an input FEFA: the output folder of ``train_speaker_embeddings.py``,
+        a pretrained folder or a hub id.
     overlay_files : list of str
         Files to draw one overlay each for.
     output_folder : str
@@ -139,11 +141,11 @@ def attention_figures(
         raise FileNotFoundError(
             f"{len(missing)} audio file(s) not found, the first: {missing[0]}"
         )
-    hparams, checkpoint = load_experiment(experiment_folder, device=device)
-    sample_rate = hparams.get("sample_rate", 16000)
-    embedder = SpeakerEmbedder(hparams["modules"], device=device)
+    model = load_model(experiment_folder, device=device)
+    sample_rate = model.sample_rate
+    embedder = SpeakerEmbedder(model.modules, device=device)
     weights = collect_attention(embedder, wanted, batch_size, sample_rate)
-    outputs = {"overlays": {}, "checkpoint": str(checkpoint.path)}
+    outputs = {"overlays": {}, "checkpoint": model.checkpoint}
     for path, name in zip(overlay_files, overlay_names(overlay_files)):
         png = os.path.join(output_folder, f"attention_{name}.png")
         spectrogram = spectrogram_of(path, weights[path].shape[0], sample_rate)

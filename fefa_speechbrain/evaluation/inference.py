@@ -202,7 +202,7 @@ class SpeakerEmbedder:
         emb = embed_waveforms(self.modules, wavs, lengths)
         return emb.reshape(emb.shape[0], -1).float().cpu()
 
-    def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None):
+    def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None, progress=None):
         """Embeds every file once, in length-sorted batches.
 
         Every header is checked first (:func:`check_audio_files`): a list with bad files
@@ -220,6 +220,8 @@ class SpeakerEmbedder:
         transform : callable
             Optional ``transform(wavs, lengths) -> wavs`` applied before the features
             (e.g. noise for the robustness test).
+        progress : callable
+            Optional ``progress(files_done, files_total)``, called after every batch.
 
         Returns
         -------
@@ -234,7 +236,7 @@ class SpeakerEmbedder:
             Naming the files of a batch the model cannot embed (e.g. shorter than the
             model's minimum input length).
         """
-        embeddings = {}
+        embeddings, total = {}, len(set(paths))
         for names, signals, wavs, wav_lengths in file_batches(paths, batch_size, sample_rate):
             if transform is not None:
                 wavs = transform(wavs, wav_lengths)
@@ -249,6 +251,8 @@ class SpeakerEmbedder:
                     f"{type(error).__name__}: {error}"
                 ) from error
             embeddings.update(zip(names, batch))
+            if progress is not None:
+                progress(len(embeddings), total)
         return embeddings
 
 

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from fefa_speechbrain.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+from fefa_speechbrain.evaluation.model_source import load_model, model_kind
 from fefa_speechbrain.lobes.lengths import absolute_lengths
 from fefa_speechbrain.evaluation.metrics import verification_report
 from fefa_speechbrain.evaluation.noise import NOISE_KINDS, SNR_LEVELS, add_noise, is_clean
-from fefa_speechbrain.plotting import noise_curves, plot_noise_curves, snr_label, snr_order
+from fefa_speechbrain.plotting import plot_noise_curves
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.verification import cosine_scores
 from fefa_speechbrain.checks import check_choice
@@ -29,6 +30,64 @@ logger = logging.getLogger(__name__)
 P_TARGETS = (0.01, 0.05)
 ROW_KEYS = ("model", "kind", "snr_db", "eer", "min_dcf_0.01", "min_dcf_0.05")
 CLEAN_KIND = "none"
+
+
+def snr_label(snr_db):
+    """Axis label of an SNR level: "clean" or the number of dB without a useless ".0".
+
+    Example
+    -------
+    >>> snr_label("clean"), snr_label(20), snr_label(20.0), snr_label(2.5)
+    ('clean', '20', '20', '2.5')
+    """
+    if snr_db is None or snr_db == "clean":
+        return "clean"
+    return f"{float(snr_db):g}"
+
+
+def snr_order(rows):
+    """SNR labels present in the rows, from clean to the noisiest (lowest dB).
+
+    Example
+    -------
+    >>> snr_order([{"snr_db": 0}, {"snr_db": "clean"}, {"snr_db": 20.0}, {"snr_db": 0}])
+    ['clean', '20', '0']
+    """
+    numeric = {float(row["snr_db"]) for row in rows if snr_label(row["snr_db"]) != "clean"}
+    levels = sorted(numeric, reverse=True)
+    has_clean = any(snr_label(row["snr_db"]) == "clean" for row in rows)
+    return (["clean"] if has_clean else []) + [snr_label(level) for level in levels]
+
+
+def noise_curves(rows, metric="eer"):
+    """The curves of Fig. 3 from result rows: (model, kind) -> (SNR labels, values).
+
+    A clean row (its ``kind`` is "none") starts every curve of its model, so each noise
+    kind's line begins at the clean result. SNR labels run from clean to the lowest dB.
+
+    Example
+    -------
+    >>> rows = [{"model": "a", "kind": "none", "snr_db": "clean", "eer": 0.1},
+    ...         {"model": "a", "kind": "uniform", "snr_db": 0, "eer": 0.3},
+    ...         {"model": "a", "kind": "uniform", "snr_db": 20, "eer": 0.2}]
+    >>> noise_curves(rows)
+    {('a', 'uniform'): (['clean', '20', '0'], [0.1, 0.2, 0.3])}
+    """
+    order = {label: position for position, label in enumerate(snr_order(rows))}
+    clean = {row["model"]: row for row in rows if snr_label(row["snr_db"]) == "clean"}
+    curves = {}
+    for row in rows:
+        if snr_label(row["snr_db"]) == "clean":
+            continue
+        key = (row["model"], row["kind"])
+        if key not in curves:
+            curves[key] = [clean[row["model"]]] if row["model"] in clean else []
+        curves[key].append(row)
+    result = {}
+    for key, points in curves.items():
+        points = sorted(points, key=lambda row: order[snr_label(row["snr_db"])])
+        result[key] = ([snr_label(p["snr_db"]) for p in points], [p[metric] for p in points])
+    return result
 
 
 def noise_seed(seed, kind, snr_db, samples):
@@ -227,7 +286,8 @@ def noise_robustness(
     Arguments
     ---------
     experiments : dict or str
-        name -> training output folder (or "name:folder,name:folder").
+        name -> MODEL (or "name:folder,name:folder"): a training output folder, a
+        pretrained folder or a hub id.
     verification_file : str
         Trial list, ``label enrol test`` per line (VoxCeleb's veri_test2.txt).
     audio_root : str
@@ -254,16 +314,16 @@ def noise_robustness(
     levels = check_snr_levels(snr_levels)
     kinds = _check_kinds(kinds)
     for folder in experiments.values():
-        find_hparams_file(folder)
+        model_kind(folder)
     trials = read_trials(verification_file, audio_root)
     labels = np.array([trial.label for trial in trials])
     noisy_levels = [level for level in levels if not is_clean(level)]
     rows = []
     for model, folder in experiments.items():
-        hparams, checkpoint = load_experiment(folder, device=device)
-        logger.info("Model %s: %s", model, checkpoint.path)
-        embedder = SpeakerEmbedder(hparams["modules"], device=device)
-        sample_rate = hparams.get("sample_rate", 16000)
+        loaded = load_model(folder, device=device)
+        logger.info("Model %s: %s", model, loaded.checkpoint)
+        embedder = SpeakerEmbedder(loaded.modules, device=device)
+        sample_rate = loaded.sample_rate
         common = dict(seed=seed, batch_size=batch_size, sample_rate=sample_rate)
         conditions = [(CLEAN_KIND, "clean")] if len(noisy_levels) < len(levels) else []
         conditions += [(kind, level) for kind in kinds for level in noisy_levels]
@@ -355,5 +415,5 @@ def write_report(rows, output_folder, metadata=None):
     )
     document["rows"] = rows
     atomic_write_json(files["json"], document)
-    plot_noise_curves(rows, files["plot"])
+    plot_noise_curves(noise_curves(rows), snr_order(rows), files["plot"])
     return files

@@ -20,8 +20,9 @@ import torch
 from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
 from fefa_speechbrain.checks import check_choice
 from fefa_speechbrain.data.trials import read_trials, trial_files
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
 from fefa_speechbrain.evaluation.metrics import det_curve, verification_report
+from fefa_speechbrain.evaluation.model_source import load_model, model_kind
 from fefa_speechbrain.plotting import plot_det
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
@@ -164,6 +165,7 @@ def evaluate_experiment(
     cohort_size=200,
     device="cpu",
     seed=0,
+    progress=None,
 ):
     """Scores a trial list with a trained model; writes scores, results JSON and DET plot.
 
@@ -175,11 +177,16 @@ def evaluate_experiment(
     checkpoint, and the header of every trial and cohort file (one error listing the
     files that are missing, unreadable, empty or too short).
 
+    ``experiment_folder`` is any MODEL: a training run, a pretrained folder or a hub id
+    (:func:`~fefa_speechbrain.evaluation.model_source.load_model`); ``progress``, if
+    given, is called as ``progress(files_done, files_total)`` after every batch.
+
     Returns
     -------
     dict : the results (EER, minDCF at p_target 0.01 and 0.05, thresholds, counts, files).
     """
     check_choice("score_norm", score_norm, SCORE_NORMS)
+    model_kind(experiment_folder)
     if score_norm is not None and cohort_csv is None:
         raise ValueError(f"score_norm={score_norm!r} needs cohort_csv (the training CSV)")
     trials = read_trials(verification_file, audio_root)
@@ -187,10 +194,10 @@ def evaluate_experiment(
     paths, speakers = [], []
     if score_norm is not None:
         paths, speakers = cohort_files(cohort_csv, cohort_utts_per_speaker, seed)
-    hparams, checkpoint = load_experiment(experiment_folder, device=device)
-    embedder = SpeakerEmbedder(hparams["modules"], device=device)
+    model = load_model(experiment_folder, device=device)
+    embedder = SpeakerEmbedder(model.modules, device=device)
     embeddings = embedder.embed_files(
-        files + paths, batch_size=batch_size, sample_rate=hparams.get("sample_rate", 16000)
+        files + paths, batch_size=batch_size, sample_rate=model.sample_rate, progress=progress
     )
     scores = cosine_scores(embeddings, trials)
     if score_norm is not None:
@@ -210,7 +217,7 @@ def evaluate_experiment(
     plot_det({name: (fpr, fnr)}, outputs["det_plot"])
     results.update(
         experiment=experiment_folder,
-        checkpoint=str(checkpoint.path),
+        checkpoint=model.checkpoint,
         verification_file=verification_file,
         score_norm=score_norm,
         n_files=len(files),

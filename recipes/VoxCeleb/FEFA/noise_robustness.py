@@ -11,6 +11,7 @@ To run:
         --experiments="fefa:results/thin_resnet34_gvlad/fefa_single/1986,\
 none:results/thin_resnet34_gvlad/fefa_none/1986" \
         --data_folder=/data/voxceleb1
+    Each model is a training run, a pretrained folder (export_pretrained.py) or a hub id.
     Add --device=cuda:0 to run the models on a GPU; --snr_levels=[clean,100,50,20] gives
     only the paper's levels.
 Outputs (in output_folder): noise_robustness.md / .csv / .json, noise_robustness.png, log.txt.

@@ -12,6 +12,7 @@ To run:
     python plot_attention.py hparams/plot_attention.yaml \
         --experiment_folder=results/thin_resnet34_gvlad/fefa_single/1986 \
         --data_folder=/data/voxceleb1
+experiment_folder may also be a pretrained folder (export_pretrained.py) or a hub id.
 """
 
 import sys

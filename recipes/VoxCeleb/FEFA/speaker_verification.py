@@ -9,7 +9,10 @@ To run:
     python speaker_verification.py hparams/verification.yaml \
         --experiment_folder=results/thin_resnet34_gvlad/fefa_single/1986 \
         --data_folder=/data/voxceleb1
-Outputs (in <experiment_folder>/verification by default): scores.txt, results.json, det.png.
+experiment_folder is any MODEL: a training run, a pretrained folder written by
+export_pretrained.py, or a hub id (fetched by SpeechBrain); give --output_folder for the
+last two. Outputs (in <experiment_folder>/verification by default): scores.txt,
+results.json, det.png.
 """
 
 import sys
