@@ -1,26 +1,45 @@
 """Recipe hyperparameters: loading a yaml with overrides, and checking its values early.
 
 Used by every recipe script, by inference (an experiment's ``hyperparams.yaml``) and by
-export; it knows nothing about data preparation or training.
+export; it knows nothing about data preparation or training. :func:`plain_hparams`
+reads the values a yaml and its overrides give *without building anything* (HyperPyYAML
+tags stay text), so that :func:`check_hparams` can list every invalid value, and a key
+given twice on the command line is refused, before any module is constructed.
 """
 
 import csv
+import math
 import numbers
 import os
 
 import yaml
-from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from fefa_speechbrain.data.audio import CHECK_MODES
+from fefa_speechbrain.lobes.classifier import HEADS
+from fefa_speechbrain.lobes.fefa import APPLY_MODES, FEFA_PLACEMENTS, KERNELS
 
 CORPORA = ("voxceleb", "folder")
-CHOICES = {"corpus": CORPORA, "check_audio": CHECK_MODES}
+CHOICES = {
+    "corpus": CORPORA,
+    "check_audio": CHECK_MODES,
+    "fefa": FEFA_PLACEMENTS,
+    "fefa_kernel": KERNELS,
+    "fefa_apply": APPLY_MODES,
+    "head": HEADS,
+}
 FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu",
          "random_channel")
-POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr")
-POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim", "prep_jobs")
-NON_NEGATIVE_INTEGERS = ("num_workers",)
-MAY_BE_NULL = ("sentence_len",)  # null: train on whole chunks
+POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr", "lr_final", "width", "aam_scale",
+                    "fefa_lr_multiplier")
+NON_NEGATIVE_NUMBERS = ("weight_decay",)
+NUMBERS = ("aam_margin",)
+POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim", "prep_jobs",
+                     "n_speakers", "n_test_speakers", "cohort_utts_per_speaker", "cohort_size",
+                     "n_overlays", "max_mean_files")
+NON_NEGATIVE_INTEGERS = ("num_workers", "lr_warmup_steps", "seed")
+PERCENT_SPLITS = ("split_ratio",)
+MAY_BE_NULL = ("sentence_len", "n_test_speakers", "max_mean_files")  # null: not used / all
 
 
 class _TagTolerantLoader(yaml.SafeLoader):
@@ -55,6 +74,124 @@ def parse_overrides(overrides):
     return yaml.load(overrides, Loader=_TagTolerantLoader) or {}
 
 
+def _refuse_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ValueError(
+                f"{loader.name}: key {key!r} is given twice (line {key_node.start_mark.line + 1}); "
+                "keep one value"
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+class _StrictTagTolerantLoader(_TagTolerantLoader):
+    """:class:`_TagTolerantLoader` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        return _refuse_duplicates(self, node, deep)
+
+
+def _tagged_as_data(loader, suffix, node):
+    if isinstance(node, yaml.MappingNode):
+        return {"!": suffix, **loader.construct_mapping(node, deep=True)}
+    if isinstance(node, yaml.SequenceNode):
+        return {"!": suffix, "args": loader.construct_sequence(node, deep=True)}
+    return _tag_as_text(loader, suffix, node)
+
+
+class _PlainLoader(_StrictTagTolerantLoader):
+    """Reads a resolved HyperPyYAML file as data: a tagged object becomes a dict with
+    its tag under ``"!"``, e.g. ``{"!": "new:torch.nn.Linear", "in_features": 4}``."""
+
+
+_PlainLoader.add_multi_constructor("!", _tagged_as_data)
+
+
+def pop_override(overrides, key):
+    """``(value, overrides without key)``: a recipe option that is not a yaml key.
+
+    A bare ``--key`` on the command line arrives as ``key:`` (None), read as True.
+
+    Example
+    -------
+    >>> pop_override("fefa: none\\noverwrite:", "overwrite")
+    (True, 'fefa: none')
+    >>> pop_override({"fefa": "none"}, "overwrite")
+    (None, {'fefa': 'none'})
+    """
+    if isinstance(overrides, str):
+        lines = overrides.splitlines()
+        kept = [line for line in lines if line.split(":", 1)[0].strip() != key]
+        if len(kept) == len(lines):
+            return None, overrides
+        value = parse_overrides("\n".join(set(lines) - set(kept))).get(key)
+        return (True if value is None else value), "\n".join(kept)
+    overrides = dict(overrides or {})
+    if key not in overrides:
+        return None, overrides
+    value = overrides.pop(key)
+    return (True if value is None else value), overrides
+
+
+def plain_hparams(hparams_file, overrides=None):
+    """The values of a recipe yaml with its overrides, as data; nothing is built.
+
+    References (``!ref``) are resolved by HyperPyYAML; tagged objects (``!new:``,
+    ``!name:`` ...) come back as dicts with the tag under ``"!"``. Unknown override keys
+    fail with the list of valid ones; a key given twice (in the file or on the command
+    line) fails naming it.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "h.yaml").write("width: 1.0\\nnet: !new:torch.nn.Linear\\n  in_features: !ref <width>\\n")
+    >>> plain_hparams(str(tmp / "h.yaml"), "width: 2.0")
+    {'width': 2.0, 'net': {'!': 'new:torch.nn.Linear', 'in_features': 2.0}}
+    >>> plain_hparams(str(tmp / "h.yaml"), "width: 2.0\\nwidth: 3.0")
+    Traceback (most recent call last):
+    ...
+    ValueError: command line: key 'width' is given twice (line 2); keep one value
+    """
+    if isinstance(overrides, str) and overrides.strip():
+        loader = _StrictTagTolerantLoader(overrides)
+        loader.name = "command line"
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
+    with open(hparams_file, encoding="utf-8") as fin:
+        resolved = resolve_references(fin, overrides or {}).getvalue()
+    loader = _PlainLoader(resolved)
+    loader.name = os.fspath(hparams_file)
+    try:
+        return loader.get_single_data() or {}
+    finally:
+        loader.dispose()
+
+
+def read_plain_hparams(path):
+    """The values of a saved (resolved) ``hyperparams.yaml``, as :func:`plain_hparams`
+    gives them; nothing is built, no code runs.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "hyperparams.yaml").write("seed: 3\\nset: !apply:torch.manual_seed [3]\\n")
+    >>> read_plain_hparams(str(tmp / "hyperparams.yaml"))
+    {'seed': 3, 'set': {'!': 'apply:torch.manual_seed', 'args': [3]}}
+    """
+    with open(path, encoding="utf-8") as fin:
+        loader = _PlainLoader(fin.read())
+    loader.name = os.fspath(path)
+    try:
+        return loader.get_single_data() or {}
+    finally:
+        loader.dispose()
+
+
 def add_override(overrides, key, value):
     """``overrides`` (a yaml string, dict or None) with ``key: value`` added.
 
@@ -86,18 +223,34 @@ def _value_problem(key, value):
     if value is None and key in MAY_BE_NULL:
         return None
     is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    is_number = (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    )
     if key in CHOICES and value not in CHOICES[key]:
         return f"choose one of {list(CHOICES[key])}"
     if key in FLAGS and not isinstance(value, bool):
         return "must be True or False"
     if key in POSITIVE_NUMBERS and not (is_number and value > 0):
         return "must be a number > 0"
+    if key in NON_NEGATIVE_NUMBERS and not (is_number and value >= 0):
+        return "must be a number >= 0"
+    if key in NUMBERS and not is_number:
+        return "must be a number"
     if key in POSITIVE_INTEGERS and not (is_int and value >= 1):
         return "must be an integer >= 1"
     if key in NON_NEGATIVE_INTEGERS and not (is_int and value >= 0):
         return "must be an integer >= 0"
+    if key in PERCENT_SPLITS and not _is_split(value):
+        return "must be two numbers [train, dev], train > 0, dev >= 0, e.g. [90, 10]"
     return None
+
+
+def _is_split(value):
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return False
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        return False
+    return value[0] > 0 and value[1] >= 0
 
 
 def check_hparams(hparams, hparams_file="hparams"):

@@ -252,65 +252,9 @@ def plot_mean_attention(
     return drawn
 
 
-def snr_label(snr_db):
-    """Axis label of an SNR level: "clean" or the number of dB without a useless ".0".
-
-    Example
-    -------
-    >>> snr_label("clean"), snr_label(20), snr_label(20.0), snr_label(2.5)
-    ('clean', '20', '20', '2.5')
-    """
-    if snr_db is None or snr_db == "clean":
-        return "clean"
-    return f"{float(snr_db):g}"
-
-
-def snr_order(rows):
-    """SNR labels present in the rows, from clean to the noisiest (lowest dB).
-
-    Example
-    -------
-    >>> snr_order([{"snr_db": 0}, {"snr_db": "clean"}, {"snr_db": 20.0}, {"snr_db": 0}])
-    ['clean', '20', '0']
-    """
-    numeric = {float(row["snr_db"]) for row in rows if snr_label(row["snr_db"]) != "clean"}
-    levels = sorted(numeric, reverse=True)
-    has_clean = any(snr_label(row["snr_db"]) == "clean" for row in rows)
-    return (["clean"] if has_clean else []) + [snr_label(level) for level in levels]
-
-
-def noise_curves(rows, metric="eer"):
-    """The curves of Fig. 3 from result rows: (model, kind) -> (SNR labels, values).
-
-    A clean row (its ``kind`` is "none") starts every curve of its model, so each noise
-    kind's line begins at the clean result. SNR labels run from clean to the lowest dB.
-
-    Example
-    -------
-    >>> rows = [{"model": "a", "kind": "none", "snr_db": "clean", "eer": 0.1},
-    ...         {"model": "a", "kind": "uniform", "snr_db": 0, "eer": 0.3},
-    ...         {"model": "a", "kind": "uniform", "snr_db": 20, "eer": 0.2}]
-    >>> noise_curves(rows)
-    {('a', 'uniform'): (['clean', '20', '0'], [0.1, 0.2, 0.3])}
-    """
-    order = {label: position for position, label in enumerate(snr_order(rows))}
-    clean = {row["model"]: row for row in rows if snr_label(row["snr_db"]) == "clean"}
-    curves = {}
-    for row in rows:
-        if snr_label(row["snr_db"]) == "clean":
-            continue
-        key = (row["model"], row["kind"])
-        if key not in curves:
-            curves[key] = [clean[row["model"]]] if row["model"] in clean else []
-        curves[key].append(row)
-    result = {}
-    for key, points in curves.items():
-        points = sorted(points, key=lambda row: order[snr_label(row["snr_db"])])
-        result[key] = ([snr_label(p["snr_db"]) for p in points], [p[metric] for p in points])
-    return result
-
-
-def plot_noise_curves(rows, path, metric="eer", title=None, figsize=NOISE_CURVES_SIZE, dpi=DPI):
+def plot_noise_curves(
+    curves, levels, path, metric="eer", title=None, figsize=NOISE_CURVES_SIZE, dpi=DPI
+):
     """The paper's Fig. 3: EER (in %) against SNR, one line per model and noise kind.
 
     The x axis is categorical, from clean (left) to the lowest SNR (right), one tick per
@@ -319,9 +263,12 @@ def plot_noise_curves(rows, path, metric="eer", title=None, figsize=NOISE_CURVES
 
     Arguments
     ---------
-    rows : list of dict
-        Rows of :func:`fefa_speechbrain.evaluation.robustness.noise_robustness` (keys ``model``,
-        ``kind``, ``snr_db`` and the metric).
+    curves : dict
+        (model, kind) -> (SNR labels, values), from
+        :func:`fefa_speechbrain.evaluation.robustness.noise_curves`.
+    levels : list of str
+        The SNR labels of the x axis, clean first
+        (:func:`fefa_speechbrain.evaluation.robustness.snr_order`).
     path : str
         Destination PNG.
     metric : str
@@ -339,16 +286,13 @@ def plot_noise_curves(rows, path, metric="eer", title=None, figsize=NOISE_CURVES
     Example
     -------
     >>> import os, tempfile
-    >>> rows = [{"model": "fefa", "kind": "none", "snr_db": "clean", "eer": 0.05},
-    ...         {"model": "fefa", "kind": "gaussian", "snr_db": 20, "eer": 0.08}]
-    >>> plot_noise_curves(rows, os.path.join(tempfile.mkdtemp(), "fig3.png"))
+    >>> curves = {("fefa", "gaussian"): (["clean", "20"], [0.05, 0.08])}
+    >>> plot_noise_curves(curves, ["clean", "20"], os.path.join(tempfile.mkdtemp(), "fig3.png"))
     {('fefa', 'gaussian'): (['clean', '20'], [5.0, 8.0])}
     """
-    curves = noise_curves(rows, metric)
     if not curves:
         raise ValueError("rows hold no noisy condition (only clean rows, or none): no curve")
     scale = 100.0 if metric == "eer" else 1.0
-    levels = snr_order(rows)
     position = {label: index for index, label in enumerate(levels)}
     models = list(dict.fromkeys(model for model, _ in curves))
     colours = {model: f"C{index % 10}" for index, model in enumerate(models)}

@@ -16,6 +16,7 @@ from fefa_speechbrain.data.audio import load_audio
 from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, pad_signals
 from fefa_speechbrain.evaluation.attention import attention_figures, collect_attention, spectrogram_of
+from fefa_speechbrain.evaluation.robustness import noise_curves, snr_order
 from fefa_speechbrain.plotting import plot_attention_overlay, plot_mean_attention, plot_noise_curves
 from fefa_speechbrain.lobes.thin_resnet import ThinResNet34
 
@@ -155,7 +156,7 @@ def test_noise_curves_run_from_clean_to_the_lowest_snr(tmp_path):
                 rows.append({"model": model, "kind": kind, "snr_db": snr,
                              "eer": base + step * {100: 0, 20: 1, 0: 3}[snr]})
     path = str(tmp_path / "curves.png")
-    drawn = plot_noise_curves(rows, path, figsize=(5, 3), dpi=80)
+    drawn = plot_noise_curves(noise_curves(rows), snr_order(rows), path, figsize=(5, 3), dpi=80)
     assert png_size(path) == ("PNG", (400, 240))
     assert list(drawn) == [(m, k) for m in ("none", "fefa") for k in ("gaussian", "uniform")]
     labels, values = drawn[("fefa", "uniform")]
@@ -163,7 +164,7 @@ def test_noise_curves_run_from_clean_to_the_lowest_snr(tmp_path):
     assert values == pytest.approx([5.0, 5.0, 6.0, 8.0])
     assert drawn[("none", "gaussian")][1] == pytest.approx([10.0, 10.0, 12.0, 16.0])
     with pytest.raises(ValueError, match="no noisy condition"):
-        plot_noise_curves(rows[:2], path)
+        plot_noise_curves(noise_curves(rows[:2]), snr_order(rows[:2]), path)
 
 
 def test_failed_render_keeps_the_previous_png(tmp_path, monkeypatch):
