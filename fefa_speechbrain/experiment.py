@@ -17,7 +17,13 @@ import socket
 import time
 
 from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
-from fefa_speechbrain.hparams import read_plain_hparams
+from fefa_speechbrain.hparams import (
+    add_override,
+    parse_overrides,
+    plain_hparams,
+    pop_override,
+    read_plain_hparams,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +41,17 @@ RESUMABLE_KEYS = frozenset({
     "epoch_counter", "lr_annealing", "train_logger", "checkpointer",
     "train_dataloader_options", "valid_dataloader_options",
 })
+CORPUS_FILES = ("train_annotation", "valid_annotation")  # the hparams naming the corpus
 CORPUS_COLUMNS = ("ID", "spk_id", "duration", "start", "stop")
 MAX_LISTED = 10
 
 
 class ExperimentError(RuntimeError):
     """The output folder holds another experiment, or is in use by another run."""
+
+
+class _AlreadyHeld(Exception):
+    pass
 
 
 def _process_alive(pid):
@@ -63,13 +74,18 @@ class ExperimentLock:
     Example
     -------
     >>> tmp = getfixture("tmpdir")
-    >>> lock = ExperimentLock(str(tmp)).acquire()
+    >>> _ = (tmp / LOCK_NAME).write(f"1 {socket.gethostname()}\\n")  # PID 1 always runs
     >>> ExperimentLock(str(tmp)).acquire()
     Traceback (most recent call last):
     ...
-    fefa_speechbrain.experiment.ExperimentError: .../experiment.lock: the output folder ... is in use by another run (PID ...
+    fefa_speechbrain.experiment.ExperimentError: .../experiment.lock: the output folder ... is in use by another run (PID 1)...
+    >>> _ = (tmp / LOCK_NAME).write(f"999999999 {socket.gethostname()}\\n")  # no such process
+    >>> lock = ExperimentLock(str(tmp)).acquire()
+    >>> (tmp / LOCK_NAME).read().split()[0] == str(os.getpid())
+    True
     >>> lock.release()
-    >>> ExperimentLock(str(tmp)).acquire().release()
+    >>> os.path.exists(tmp / LOCK_NAME)
+    False
     """
 
     def __init__(self, folder):
@@ -100,7 +116,10 @@ class ExperimentLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                self._take_over_if_stale()
+                try:
+                    self._take_over_if_stale()
+                except _AlreadyHeld:
+                    return self  # this process holds it already (not released by us)
                 continue
             except OSError as error:
                 raise ExperimentError(
@@ -118,6 +137,8 @@ class ExperimentLock:
             return  # released meanwhile: try again
         pid, host = owner
         same_host = host in (None, socket.gethostname())
+        if same_host and pid == os.getpid():
+            raise _AlreadyHeld()
         if pid is not None and (not same_host or _process_alive(pid)):
             where = "" if same_host else f" on host {host}"
             raise ExperimentError(
@@ -391,15 +412,30 @@ def check_batches(stage, csv_path, loader_options, world_size=1):
     )
 
 
-def rerun_differences(output_folder, new_hparams, annotations=None, label_file=None):
+def _with_values(overrides, values):
+    """``overrides`` with ``values`` set (replacing any earlier value of those keys)."""
+    for key, value in values.items():
+        _, overrides = pop_override(overrides, key)
+        overrides = add_override(overrides, key, value)
+    return overrides
+
+
+def rerun_differences(output_folder, hparams_file, overrides=None, annotations=None,
+                      label_file=None):
     """Every way a run differs from the experiment already in ``output_folder``.
+
+    The run's yaml is resolved with the experiment's values of the resumable keys, so
+    that what they feed (``epoch_counter``, the classifier's ``n_speakers`` ...) does not
+    count, and compared value by value with the saved ``hyperparams.yaml``.
 
     Arguments
     ---------
     output_folder : str
         The run's output folder.
-    new_hparams : dict
-        The run's values, from :func:`fefa_speechbrain.hparams.plain_hparams`.
+    hparams_file : str
+        The run's yaml.
+    overrides : str or dict or None
+        The run's overrides.
     annotations : dict or None
         ``{"train_annotation": path, "valid_annotation": path}`` once prepared; None
         compares the hyperparameters only (before the preparation).
@@ -416,7 +452,17 @@ def rerun_differences(output_folder, new_hparams, annotations=None, label_file=N
     saved_file = os.path.join(output_folder, "hyperparams.yaml")
     differences = []
     if os.path.isfile(saved_file):
-        differences += hparams_differences(read_plain_hparams(saved_file), new_hparams)
+        saved = read_plain_hparams(saved_file)
+        known = plain_hparams(hparams_file, overrides)
+        same = {
+            key: saved[key]
+            for key in RESUMABLE_KEYS
+            if key in saved and key in known and not isinstance(saved[key], dict)
+        }
+        if "n_speakers" in parse_overrides(overrides):  # given: it must fit the checkpoint
+            same.pop("n_speakers", None)
+        new = plain_hparams(hparams_file, _with_values(overrides, same))
+        differences += hparams_differences(saved, new)
     if annotations is not None:
         differences += corpus_differences(output_folder, label_file, annotations)
     return differences

@@ -11,6 +11,7 @@ import csv
 import math
 import numbers
 import os
+import re
 
 import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
@@ -39,6 +40,7 @@ POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim",
                      "n_overlays", "max_mean_files")
 NON_NEGATIVE_INTEGERS = ("num_workers", "lr_warmup_steps", "seed")
 PERCENT_SPLITS = ("split_ratio",)
+COMMAND_LINE = "command line"
 MAY_BE_NULL = ("sentence_len", "n_test_speakers", "max_mean_files")  # null: not used / all
 
 
@@ -79,10 +81,11 @@ def _refuse_duplicates(loader, node, deep=False):
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
-            raise ValueError(
-                f"{loader.name}: key {key!r} is given twice (line {key_node.start_mark.line + 1}); "
-                "keep one value"
+            where = (
+                f"--{key} is given twice" if loader.name == COMMAND_LINE
+                else f"key {key!r} is given twice (line {key_node.start_mark.line + 1})"
             )
+            raise ValueError(f"{loader.name}: {where}; keep one value")
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -108,6 +111,22 @@ class _PlainLoader(_StrictTagTolerantLoader):
 
 
 _PlainLoader.add_multi_constructor("!", _tagged_as_data)
+# Read scalars as HyperPyYAML (ruamel, YAML 1.2) does: only true/false are booleans
+# ("yes" stays text), and 1e-4 is a number.
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_PlainLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_PlainLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
 
 
 def pop_override(overrides, key):
@@ -153,11 +172,11 @@ def plain_hparams(hparams_file, overrides=None):
     >>> plain_hparams(str(tmp / "h.yaml"), "width: 2.0\\nwidth: 3.0")
     Traceback (most recent call last):
     ...
-    ValueError: command line: key 'width' is given twice (line 2); keep one value
+    ValueError: command line: --width is given twice; keep one value
     """
     if isinstance(overrides, str) and overrides.strip():
         loader = _StrictTagTolerantLoader(overrides)
-        loader.name = "command line"
+        loader.name = COMMAND_LINE
         try:
             loader.get_single_data()
         finally:

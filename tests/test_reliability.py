@@ -479,8 +479,7 @@ def _train_command(corpus, folder, *extra):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("--fefa=sometimes", ["ValueError: fefa='sometimes' is not valid; choose one of "
-                              "['none', 'single', 'multi']"]),
+        ("--fefa=sometimes", ["  fefa='sometimes': choose one of ['none', 'single', 'multi']"]),
         ("--fefa_typo=single", ["KeyError: \"Override 'fefa_typo' not found in: ['seed'",
                                 "'fefa', 'fefa_kernel'", "'sentence_len'"]),
     ],
@@ -521,7 +520,7 @@ def test_tagged_yaml_override_is_applied_and_speakers_are_counted(tmp_path, corp
     overrides = "\n".join([
         f"data_folder: {corpus}", f"verification_file: {corpus / 'veri_test2.txt'}",
         f"prep_folder: {tmp_path / 'prep'}", f"output_folder: {tmp_path / 'out'}",
-        "width: 0.125", "check_audio: header", "split_ratio: [75, 25]",
+        "width: 0.125", "check_audio: header", "split_ratio: [75, 25]", "batch_size: 4",
         "mean_var_norm: !new:speechbrain.processing.features.InputNormalization",
     ])
     hparams, applied = load_training_hparams(TAP_YAML, overrides)

@@ -18,25 +18,37 @@ Authors
  * fefa-speechbrain contributors
 """
 
+import atexit
 import functools
+import os
 import sys
 
 import speechbrain as sb
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.nnet.losses import classification_error
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import MetricStats
 from torch.nn.parallel import DistributedDataParallel
 
 from fefa_speechbrain.data.dataset import add_label_pipeline, speaker_dataset
 from fefa_speechbrain.data.prepare import prepare_folder_corpus, prepare_voxceleb
+from fefa_speechbrain.experiment import (
+    CORPUS_FILES,
+    ExperimentLock,
+    check_batches,
+    record_corpus,
+    refuse_or_replace,
+    rerun_differences,
+)
 from fefa_speechbrain.hparams import (
     add_override,
     check_hparams,
     count_speakers,
     load_hparams,
     parse_overrides,
+    plain_hparams,
+    pop_override,
 )
 from fefa_speechbrain.lobes.features import embed_waveforms
 
@@ -188,36 +200,65 @@ def prepare_data(hparams):
     )
 
 
-def load_training_hparams(hparams_file, overrides=None):
-    """Loads and checks the hparams, prepares the data, sizes the classifier.
+def load_training_hparams(hparams_file, overrides=None, overwrite=False):
+    """Checks the hparams, claims the output folder, prepares the data, sizes the classifier.
 
-    Every check runs before the data preparation, so a typo fails in seconds. Unless
-    ``n_speakers`` is given, it is counted in the training CSV, so the same yaml trains
-    on VoxCeleb2, VoxCeleb1+2 or a folder of your own. Returns the hparams and the
-    overrides actually applied (saved with the experiment).
+    In this order, so that a mistake fails in seconds and nothing of an earlier
+    experiment is touched: every value is checked (one message listing every problem)
+    before any module is built; the output folder is locked for the whole run; a rerun
+    into a folder that holds another experiment (other identity values, see
+    :data:`fefa_speechbrain.experiment.RESUMABLE_KEYS`) is refused before the
+    preparation, and once prepared, one on another corpus or speaker set; ``overwrite``
+    moves such an experiment aside instead. Every stage must have a batch. Unless
+    ``n_speakers`` is given, it is counted in the training CSV. Returns the hparams and
+    the overrides actually applied (saved with the experiment).
     """
+    plain = plain_hparams(hparams_file, overrides)
+    check_hparams(plain, hparams_file)
     hparams = load_hparams(hparams_file, overrides)
-    check_hparams(hparams, hparams_file)
+    output_folder = hparams["output_folder"]
+    if if_main_process():
+        lock = ExperimentLock(output_folder).acquire()
+        atexit.register(lock.release)
+        if not overwrite:
+            differences = rerun_differences(output_folder, hparams_file, overrides)
+            refuse_or_replace(output_folder, differences, False)
     if not hparams["skip_prep"]:
         run_on_main(prepare_data, kwargs={"hparams": hparams})
     n_speakers = count_speakers(hparams["train_annotation"])
     if "n_speakers" not in parse_overrides(overrides) and hparams["n_speakers"] != n_speakers:
         overrides = add_override(overrides, "n_speakers", n_speakers)
         hparams = load_hparams(hparams_file, overrides)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    for stage in ("train", "valid"):
+        options = hparams[f"{stage}_dataloader_options"]
+        check_batches(stage, hparams[f"{stage}_annotation"], options, world_size)
+    if if_main_process():
+        annotations = {key: hparams[key] for key in CORPUS_FILES}
+        label_file = os.path.join(hparams["save_folder"], "label_encoder.txt")
+        differences = rerun_differences(
+            output_folder, hparams_file, overrides, annotations, label_file
+        )
+        if refuse_or_replace(output_folder, differences, overwrite):
+            os.makedirs(hparams["save_folder"], exist_ok=True)  # moved aside with the rest
     return hparams, overrides
 
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    overwrite, overrides = pop_override(overrides, "overwrite")
     sb.utils.distributed.ddp_init_group(run_opts)
 
-    # Data preparation (main process), then the classifier sized to the training speakers
-    hparams, overrides = load_training_hparams(hparams_file, overrides)
+    # Checks, the output folder's lock, data preparation (main process), then the
+    # classifier sized to the training speakers
+    hparams, overrides = load_training_hparams(hparams_file, overrides, bool(overwrite))
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    annotations = {key: hparams[key] for key in CORPUS_FILES}
+    run_on_main(record_corpus, args=[hparams["output_folder"], annotations])
     train_data, valid_data, label_encoder = dataio_prep(hparams)
 
     speaker_brain = SpeakerBrain(
