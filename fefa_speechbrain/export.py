@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import speechbrain
 import torch
 from hyperpyyaml import load_hyperpyyaml
@@ -33,7 +34,10 @@ from fefa_speechbrain.checkpoints import (  # noqa: F401
     load_checked_state_dict,
     load_label_encoder,
 )
+from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.evaluation.metrics import false_accept_threshold, verification_report
+from fefa_speechbrain.evaluation.verification import cosine_scores
 from fefa_speechbrain.hparams import load_hparams
 
 INTERFACE = "SpeakerRecognition"
@@ -307,7 +311,15 @@ def probe_batch(sample_rate=16000):
     return wavs, torch.tensor([1.0, short / sample_rate])
 
 
-def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu"):
+def export_pretrained(
+    experiment_folder,
+    out_dir,
+    overwrite=False,
+    device="cpu",
+    threshold_trials=None,
+    audio_root=None,
+    batch_size=16,
+):
     """Writes the best checkpoint of a training run as a SpeechBrain pretrained folder.
 
     Arguments
@@ -322,6 +334,14 @@ def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu")
         Replace an existing ``out_dir`` (only an earlier export or an empty folder).
     device : str
         Where to load and check the model.
+    threshold_trials : str
+        Optional validation trial list (``label enrol test``): the EER threshold and
+        the 1 % false-accept threshold of the model on it are stored in ``config.json``
+        (``thresholds``, see :func:`decision_thresholds`), for ``fefa-speechbrain verify``.
+    audio_root : str
+        Folder the paths of ``threshold_trials`` are relative to (default: its folder).
+    batch_size : int
+        Files per forward pass when embedding ``threshold_trials``.
 
     Returns
     -------
@@ -372,6 +392,7 @@ def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu")
     out_dir = Path(out_dir).absolute()
     _check_destination(out_dir, overwrite)
     hparams_file = find_hparams_file(experiment_folder)
+    trials = read_trials(threshold_trials, audio_root) if threshold_trials else None
     with open(hparams_file, encoding="utf-8") as fin:
         inference_yaml = make_inference_yaml(fin.read(), source=hparams_file)
     hparams, checkpoint = load_experiment(experiment_folder, device=device)
@@ -379,6 +400,12 @@ def export_pretrained(experiment_folder, out_dir, overwrite=False, device="cpu")
     probe = probe_batch(hparams.get("sample_rate", 16000))
     expected = SpeakerEmbedder(hparams["modules"], device).embed(*probe)
     config = _config(experiment_folder, hparams, checkpoint, expected.shape[-1])
+    if trials is not None:
+        embedder = SpeakerEmbedder(hparams["modules"], device)
+        config["thresholds"] = decision_thresholds(
+            embedder, trials, os.path.basename(threshold_trials), batch_size,
+            hparams.get("sample_rate", 16000),
+        )
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
@@ -435,14 +462,55 @@ def _config(experiment_folder, hparams, checkpoint, embedding_dim):
         "model_name": hparams.get("model_name", "speaker_embeddings"),
         "embedding_model": type(hparams["modules"]["embedding_model"]).__name__,
         "fefa": hparams.get("fefa"),
+        "dataset": hparams.get("corpus") or "custom",
         "embedding_dim": int(embedding_dim),
         "n_speakers": hparams.get("n_speakers"),
         "sample_rate": hparams.get("sample_rate", 16000),
-        "source_experiment": str(Path(experiment_folder).absolute()),
+        "source_experiment": Path(experiment_folder).absolute().name,
         "checkpoint": checkpoint.path.name,
         "checkpoint_meta": meta,
         "fefa_speechbrain_version": fefa_speechbrain.__version__,
         "speechbrain_version": speechbrain.__version__,
+    }
+
+
+def decision_thresholds(embedder, trials, name, batch_size=16, sample_rate=16000):
+    """The EER and 1 % false-accept thresholds of cosine scores on a trial list.
+
+    Arguments
+    ---------
+    embedder : SpeakerEmbedder
+        The model.
+    trials : list of Trial
+        With absolute paths (:func:`~fefa_speechbrain.data.trials.read_trials`).
+    name : str
+        How the list is named in the descriptions (no local path).
+    batch_size, sample_rate : int
+        As for :meth:`SpeakerEmbedder.embed_files`.
+
+    Returns
+    -------
+    dict : ``eer`` and ``far_1pct`` -> ``{"value", "description"}``, plus ``trials``
+    (name and counts).
+    """
+    embeddings = embedder.embed_files(trial_files(trials), batch_size, sample_rate)
+    scores = cosine_scores(embeddings, trials)
+    labels = np.array([trial.label for trial in trials])
+    report = verification_report(scores, labels)
+    far_threshold, far = false_accept_threshold(scores, labels, 0.01)
+    counts = f"{report['n_target']} target / {report['n_nontarget']} non-target trials"
+    return {
+        "eer": {
+            "value": report["eer_threshold"],
+            "description": f"EER threshold on the validation trials {name} ({counts}; "
+            f"EER {100 * report['eer']:.2f} %)",
+        },
+        "far_1pct": {
+            "value": far_threshold,
+            "description": f"1 % false-accept threshold on the validation trials {name} "
+            f"({counts}; false accepts {100 * far:.2f} %)",
+        },
+        "trials": {"name": name, "n_target": report["n_target"], "n_nontarget": report["n_nontarget"]},
     }
 
 
@@ -473,7 +541,20 @@ def _yaml_header(config):
 def _readme(config):
     """The exported folder's README.md, from ``templates/pretrained_README.md``."""
     template = resources.files("fefa_speechbrain").joinpath(README_TEMPLATE).read_text("utf-8")
-    return template.format(config=config, error_rate=config["checkpoint_meta"].get("ErrorRate"))
+    error_rate = config["checkpoint_meta"].get("ErrorRate")
+    lines = [
+        "| measure | value |",
+        "|---|---|",
+        f"| validation classification error (training speakers) | {error_rate} |",
+    ]
+    for threshold in ("eer", "far_1pct"):
+        if threshold in config.get("thresholds", {}):
+            entry = config["thresholds"][threshold]
+            lines.append(f"| {entry['description']} | cosine {entry['value']:.4f} |")
+    if "thresholds" not in config:
+        lines.append("| decision thresholds | not stored (export with `--threshold_trials`) |")
+    dataset = config.get("dataset") or "custom"
+    return template.format(config=config, results="\n".join(lines), dataset=dataset)
 
 
 def _check_same_embeddings(expected, actual, folder):

@@ -273,3 +273,39 @@ def verification_report(scores, labels, p_targets=(0.01, 0.05)):
     report["n_target"] = n_target
     report["n_nontarget"] = len(labels) - n_target
     return report
+
+
+def false_accept_threshold(scores, labels, rate=0.01):
+    """The lowest threshold (accept when score >= it) with a false-accept rate <= ``rate``.
+
+    Arguments
+    ---------
+    scores, labels : array-like
+        Trial scores and labels (1 target, 0 non-target).
+    rate : float
+        The largest acceptable fraction of non-target trials accepted.
+
+    Returns
+    -------
+    (threshold, false_accept_rate) : float, float
+
+    Example
+    -------
+    >>> scores = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85]
+    >>> labels = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    >>> false_accept_threshold(scores, labels, rate=0.25)  # 2 of 9 non-targets accepted
+    (0.8, 0.2222222222222222)
+    >>> threshold, far = false_accept_threshold(scores, labels, rate=0.0)
+    >>> threshold > 0.85, far
+    (True, 0.0)
+    """
+    scores, labels = _check_trials(scores, labels)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"false-accept rate must be in [0, 1), got {rate}")
+    nontarget = np.sort(scores[labels == 0])[::-1]
+    allowed = int(np.floor(rate * len(nontarget) + 1e-9))
+    threshold = np.nextafter(nontarget[allowed], np.inf)
+    if allowed > 0 and nontarget[allowed - 1] > nontarget[allowed]:
+        threshold = nontarget[allowed - 1]
+    accepted = int((nontarget >= threshold).sum())
+    return float(threshold), accepted / len(nontarget)

@@ -9,7 +9,10 @@ The best checkpoint (lowest validation ErrorRate) of EXPERIMENT_FOLDER, the
 
 To run:
     python export_pretrained.py results/thin_resnet34_gvlad/fefa_single/1986 \
-        pretrained/thin_resnet34_gvlad
+        pretrained/thin_resnet34_gvlad \
+        --threshold_trials=results/prepared/voxceleb/trials.txt --audio_root=/data/voxceleb1/wav
+With --threshold_trials, the EER threshold and the 1 % false-accept threshold on that
+list are stored in config.json (used by ``fefa-speechbrain verify``).
 """
 
 import argparse
@@ -29,13 +32,23 @@ def parse_args(argv):
     parser.add_argument("out_dir", help="pretrained-model folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export")
     parser.add_argument("--device", default="cpu", help="where to load and check the model")
+    parser.add_argument(
+        "--threshold_trials", default=None,
+        help="validation trial list: its EER and 1%% false-accept thresholds go into config.json",
+    )
+    parser.add_argument(
+        "--audio_root", default=None, help="folder the paths of --threshold_trials are under"
+    )
+    parser.add_argument("--batch_size", type=int, default=16, help="files per forward pass")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])
     folder = export_pretrained(
-        args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device
+        args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device,
+        threshold_trials=args.threshold_trials, audio_root=args.audio_root,
+        batch_size=args.batch_size,
     )
     print(f"Exported {args.experiment_folder} to {folder}. Load it with:\n")
     print(LOAD_SNIPPET.format(folder=folder))
