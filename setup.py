@@ -1,4 +1,4 @@
-"""Installable package: ``pip install -e .`` (add ``[test]`` for the test tools)."""
+"""Installable package: ``pip install .`` (``[onnx]``: ONNX Runtime; ``[test]``: test tools)."""
 from setuptools import find_packages, setup
 
 setup(
@@ -23,6 +23,10 @@ setup(
         "sentencepiece",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={
+        "test": ["pytest", "hypothesis"],
+        "onnx": ["onnx", "onnxruntime"],  # ONNX export and ONNX Runtime inference
+    },
+    entry_points={"console_scripts": ["fefa-speechbrain=fefa_speechbrain.cli:main"]},
     license="Apache-2.0",
 )

@@ -14,7 +14,7 @@ want="$(cat "$ROOT/setup.py" | sha1sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing fefa_speechbrain and its dependencies (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,onnx]"
   echo "$want" > "$stamp"
 fi
 VENV_PY="$VENV/bin/python"

@@ -1,0 +1,160 @@
+"""The command line on an exported folder with stored thresholds: embed, score, verify, export.
+
+Every number is checked against the package's own PyTorch path on the training run the
+folder was exported from.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fefa_speechbrain.cli import main
+from fefa_speechbrain.data.trials import read_trials, trial_files
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
+from fefa_speechbrain.evaluation.metrics import false_accept_threshold, verification_report
+from fefa_speechbrain.evaluation.verification import cosine_scores
+from test_model_source import export_of
+from test_robustness import FILES, make_experiment, write_corpus
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    trials_file = write_corpus(str(root / "audio"))
+    experiment = make_experiment(root / "experiment", "single", 4)
+    folder = export_of(experiment, root / "pretrained", threshold_trials=trials_file)
+    hparams, _ = load_experiment(experiment)
+    trials = read_trials(trials_file)
+    embeddings = SpeakerEmbedder(hparams["modules"]).embed_files(trial_files(trials), 4)
+    scores = cosine_scores(embeddings, trials)
+    return {
+        "root": root, "audio": str(root / "audio"), "trials_file": trials_file, "trials": trials,
+        "pretrained": str(folder), "embeddings": embeddings, "scores": scores,
+    }
+
+
+def run(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_thresholds_stored_and_no_local_paths(setup):
+    config = json.loads(open(os.path.join(setup["pretrained"], "config.json")).read())
+    labels = np.array([trial.label for trial in setup["trials"]])
+    expected = verification_report(setup["scores"], labels)
+    thresholds = config["thresholds"]
+    assert thresholds["eer"]["value"] == pytest.approx(expected["eer_threshold"], abs=1e-6)
+    assert thresholds["far_1pct"]["value"] == pytest.approx(
+        false_accept_threshold(setup["scores"], labels, 0.01)[0], abs=1e-6
+    )
+    assert thresholds["eer"]["description"].startswith("EER threshold on the validation trials trials.txt")
+    assert thresholds["trials"] == {"name": "trials.txt", "n_target": 3, "n_nontarget": 12}
+    for name in os.listdir(setup["pretrained"]):
+        text = open(os.path.join(setup["pretrained"], name), "rb").read().decode("utf-8", "replace")
+        assert str(setup["root"]) not in text and "/tmp/" not in text, name
+    card = open(os.path.join(setup["pretrained"], "README.md")).read()
+    assert card.startswith("---\nlibrary_name: speechbrain\nlicense: apache-2.0\n")
+    assert "pip install fefa_speechbrain" in card and "trust" in card
+    assert thresholds["eer"]["description"] in card
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "onnxruntime"])
+def test_embed_folder_npy(setup, capsys, tmp_path, backend):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    output = tmp_path / "emb.npy"
+    status, out, err = run(capsys, "embed", setup["pretrained"], setup["audio"], "--output",
+                           output, "--batch-size", 4, "--backend", backend, "--threads", 1)
+    assert status == 0, err
+    rows = (tmp_path / "emb.txt").read_text().split("\n")[:-1]
+    assert sorted(os.path.relpath(path, setup["audio"]) for path in rows) == sorted(FILES)
+    matrix = np.load(output)
+    expected = np.stack([setup["embeddings"][path].numpy() for path in rows])
+    np.testing.assert_allclose(matrix, expected, atol=1e-5)
+    assert "6 embeddings of 32 dimensions" in out and "embedding: 6/6 files" in err
+
+
+def test_embed_list_pt(setup, capsys, tmp_path):
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{setup['audio']}/spk1/a.wav\n{setup['audio']}/spk2/b.wav\n")
+    status, _, err = run(capsys, "embed", setup["pretrained"], listing, "--output", tmp_path / "e.pt")
+    assert status == 0, err
+    saved = torch.load(tmp_path / "e.pt")
+    assert sorted(saved) == sorted(f"{setup['audio']}/{name}" for name in ("spk1/a.wav", "spk2/b.wav"))
+    for path, embedding in saved.items():
+        assert torch.allclose(embedding, setup["embeddings"][path], atol=1e-5)
+
+
+def test_score(setup, capsys, tmp_path):
+    output = tmp_path / "scores.txt"
+    status, out, err = run(capsys, "score", setup["pretrained"], setup["trials_file"],
+                           "--audio-root", setup["audio"], "--output", output)
+    assert status == 0, err
+    written = np.array([float(line.split()[3]) for line in output.read_text().splitlines()])
+    np.testing.assert_allclose(written, setup["scores"], atol=1e-5)
+    labels = [trial.label for trial in setup["trials"]]
+    eer = verification_report(setup["scores"], labels)["eer"]
+    assert f"EER {100 * eer:.2f} %" in out and "(3 target / 12 non-target trials)" in out
+
+
+def test_verify_uses_and_names_stored_threshold(setup, capsys):
+    config = json.loads(open(os.path.join(setup["pretrained"], "config.json")).read())
+    trial = setup["trials"][0]
+    score = float(setup["scores"][0])
+    for name in ("eer", "far_1pct"):
+        threshold = config["thresholds"][name]["value"]
+        status, out, err = run(capsys, "verify", setup["pretrained"], trial.enrol, trial.test,
+                               "--threshold-name", name)
+        assert status == 0, err
+        verdict = "same speaker" if score >= threshold else "different speakers"
+        assert out.startswith(f"{verdict}: cosine {score:.4f}")
+        assert config["thresholds"][name]["description"] in out
+    status, out, _ = run(capsys, "verify", setup["pretrained"], trial.enrol, trial.test,
+                         "--threshold", 1.01)
+    assert out.startswith("different speakers") and "given with --threshold" in out
+
+
+def test_export_onnx_matches(setup, capsys, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.graph_export import graph_embedder
+
+    output = tmp_path / "model.onnx"
+    status, out, err = run(capsys, "export", setup["pretrained"], "--format", "onnx", "--output", output)
+    assert status == 0, err
+    assert "front-end outside" in out
+    embedder = graph_embedder(load_model(setup["pretrained"]).modules, str(output))
+    files = trial_files(setup["trials"])[:3]
+    for path, embedding in embedder.embed_files(files, 2).items():
+        assert torch.allclose(embedding, setup["embeddings"][path], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["verify", "{pretrained}", "{audio}/none.wav", "{audio}/spk1/a.wav"], "none.wav: missing"),
+        (["embed", "{root}/no_model", "{audio}", "--output", "{root}/e.npy"], "no_model: no such folder"),
+        (["embed", "{pretrained}", "{audio}", "--output", "{root}/e.csv"], "give a .npy or .pt"),
+        (["score", "{pretrained}", "{root}/none.txt"], "trial list"),
+        (["verify", "{root}/experiment", "{audio}/spk1/a.wav", "{audio}/spk1/b.wav"],
+         "stores no threshold 'eer'"),
+    ],
+)
+def test_bad_input_one_error_line(setup, capsys, argv, message):
+    argv = [arg.format(**setup) for arg in argv]
+    status, out, err = run(capsys, *argv)
+    assert status == 1 and out == ""
+    assert err.startswith("fefa-speechbrain: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_python_dash_m():
+    result = subprocess.run([sys.executable, "-m", "fefa_speechbrain", "--help"],
+                            capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0 and "embed,score,verify,export" in result.stdout
