@@ -1,0 +1,1 @@
+"""Evaluation: embeddings of a model, verification, metrics, noise robustness, attention."""

@@ -1,0 +1,1 @@
+"""SpeechBrain lobes: the FEFA modules, the backbones, pooling, features and heads."""
