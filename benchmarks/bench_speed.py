@@ -27,6 +27,19 @@ Parts (``--parts``, all by default):
     (``torch.set_num_threads(1)``), eager mode against ``torch.jit.trace`` (and
     ``torch.compile`` with ``--compile``), with the largest absolute difference of the
     embeddings between the two (same input, and a second input the trace never saw).
+``deploy``
+    The inference paths of a deployed model, one thread, one ``--rtf-seconds``
+    utterance, for every backbone at full width with FEFA(S) and SpeechBrain's
+    ECAPA-TDNN (80 fbanks, C=1024): PyTorch fp32, PyTorch bf16 autocast (where the CPU
+    has avx512_bf16 or AMX), TorchScript and ONNX Runtime fp32 and static int8 (QDQ,
+    per channel, calibrated on ``--deploy-calibration`` random inputs) of
+    :mod:`fefa_speechbrain.graph_export`. Each model runs in a fresh process; its paths
+    are timed interleaved (one call of each per round, ``--deploy-rounds`` rounds,
+    medians), so the machine's load hits them alike: compare the ratios to fp32. The
+    front-end (spectrogram + normalization, outside the graphs) is timed apart and added
+    for the end-to-end RTF. Embedding change: max abs difference and lowest cosine to
+    fp32 on an input no path was built with. Memory: the process's peak RSS after the
+    fp32 path, and after every path.
 ``jobs``
     What ``bench_quality.py --jobs`` should be on this machine: the training throughput
     of its CPU setting (batch 16, 1 s crops) with one process of ``--threads`` threads
@@ -472,6 +485,158 @@ def inference_part(settings, backbones, log):
     return results
 
 
+# ------------------------------------------------------------------------------- deploy
+
+DEPLOY_MODELS = ("vggm_tap", "thin_resnet34_tap", "thin_resnet34_gvlad", "thin_seresnet34_tap",
+                 "ecapa_spectrogram", "sb_ecapa")
+
+
+def cpu_has_bf16():
+    """Whether the CPU has bf16 arithmetic (avx512_bf16 or AMX) per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _quantize_int8(src, dst, inputs):
+    """Static QDQ int8 (per channel) of an ONNX graph, calibrated on ``inputs``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"feats": f.numpy(), "lengths": l.numpy()} for f, l in inputs])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+
+def deploy_speed(model_name, settings):
+    """Interleaved timings of every inference path of one model (fresh process)."""
+    import torch
+
+    from fefa_speechbrain.graph_export import GraphModel, export_graph
+
+    torch.set_num_threads(1)
+    seconds, rounds = settings["rtf_seconds"], settings["deploy_rounds"]
+    generator = torch.Generator().manual_seed(settings["seed"])
+    wavs = 0.1 * torch.randn(1, int(seconds * SAMPLE_RATE), generator=generator)
+    unseen = 0.1 * torch.randn(1, int(seconds * SAMPLE_RATE), generator=generator)
+    ones = torch.ones(1)
+    config = {"model": model_name, "fefa": "none" if model_name == "sb_ecapa" else "single",
+              "width": settings["rtf_width"]}
+    result = dict(config, name=config_name(config), audio_seconds=seconds, rounds=rounds,
+                  paths={})
+    with tempfile.TemporaryDirectory() as tmpdir, torch.no_grad():
+        modules, _ = build(config, tmpdir)
+        for module in modules.values():
+            module.eval()
+        model = modules["embedding_model"]
+
+        def front_end(signal):
+            feats = modules["compute_features"](signal)
+            return modules["mean_var_norm"](feats, ones), ones
+
+        feats, lengths = front_end(wavs)
+        unseen_input = front_end(unseen)
+        runners = {"pytorch_fp32": lambda f, l: model(f, l).flatten(1)}
+        result["peak_rss_mib_after_fp32"] = None
+        if cpu_has_bf16():
+            def bf16(f, l):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return model(f, l).flatten(1).float()
+            runners["pytorch_bf16"] = bf16
+        errors = {}
+        for label, fmt, suffix in (("torchscript", "torchscript", ".pt"),
+                                   ("onnxruntime_fp32", "onnx", ".onnx")):
+            path = os.path.join(tmpdir, label + suffix)
+            try:
+                start = time.perf_counter()
+                export_graph(model, path, fmt)
+                result[f"{label}_export_seconds"] = time.perf_counter() - start
+                graph = GraphModel(path)
+                runners[label] = lambda f, l, graph=graph: graph(f, l).flatten(1)
+            except Exception as err:  # report, keep measuring the rest
+                errors[label] = f"{type(err).__name__}: {err}"[:300]
+        if "onnxruntime_fp32" in runners:
+            try:
+                calibration = [front_end(0.1 * torch.randn(1, int(3 * SAMPLE_RATE), generator=generator))
+                               for _ in range(settings["deploy_calibration"])]
+                int8_path = os.path.join(tmpdir, "int8.onnx")
+                _quantize_int8(os.path.join(tmpdir, "onnxruntime_fp32.onnx"), int8_path, calibration)
+                graph = GraphModel(int8_path)
+                runners["onnxruntime_int8"] = lambda f, l, graph=graph: graph(f, l).flatten(1)
+            except Exception as err:
+                errors["onnxruntime_int8"] = f"{type(err).__name__}: {err}"[:300]
+        reference = runners["pytorch_fp32"](*unseen_input)
+        times = {label: [] for label in runners}
+        times["front_end"] = []
+        for label, run in runners.items():  # warm-up (and the fp32 memory peak first)
+            run(feats, lengths)
+            if label == "pytorch_fp32":
+                result["peak_rss_mib_after_fp32"] = (
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+        for _ in range(rounds):
+            start = time.perf_counter()
+            front_end(wavs)
+            times["front_end"].append(time.perf_counter() - start)
+            for label, run in runners.items():
+                start = time.perf_counter()
+                run(feats, lengths)
+                times[label].append(time.perf_counter() - start)
+        front = statistics.median(times["front_end"])
+        result["front_end_rtf"] = front / seconds
+        fp32 = statistics.median(times["pytorch_fp32"])
+        for label, run in runners.items():
+            median = statistics.median(times[label])
+            output = run(*unseen_input)
+            cosine = torch.nn.functional.cosine_similarity(output, reference, dim=-1).min()
+            result["paths"][label] = {
+                "rtf_model": median / seconds,
+                "rtf_end_to_end": (median + front) / seconds,
+                "ratio_to_fp32": median / fp32,
+                "max_abs_diff": float((output - reference).abs().max()),
+                "embedding_max_abs": float(reference.abs().max()),
+                "min_cosine_to_fp32": float(cosine),
+            }
+        result["errors"] = errors
+        result["peak_rss_mib_end"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return result
+
+
+def deploy_part(settings, log):
+    """Every deployment path of every model at full width, each model in a fresh process."""
+    results = []
+    for name in settings["deploy_models"]:
+        log(f"deploy: {name} (load average {protocol.load_average()})")
+        before = protocol.load_average()
+        result, share = run_in_fresh_process(deploy_speed, name, settings)
+        results.append(dict(result, others_cpu_share=share, load_average_before=before,
+                            load_average_after=protocol.load_average()))
+    return results
+
+
+def deploy_table(results):
+    rows = []
+    for r in results:
+        for label, p in r["paths"].items():
+            rows.append([r["name"], label, _fmt(p["rtf_model"], 4), _fmt(p["rtf_end_to_end"], 4),
+                         _fmt(p["ratio_to_fp32"], 2), f"{p['max_abs_diff']:.1e}",
+                         f"{p['min_cosine_to_fp32']:.5f}", _fmt(r["peak_rss_mib_after_fp32"], 0),
+                         _fmt(r["peak_rss_mib_end"], 0), r["load_average_before"], _share(r)])
+        for label, error in r["errors"].items():
+            rows.append([r["name"], label, "", "", "", "", "", "", "", "", error])
+    header = ["model", "path", "RTF model", "RTF end-to-end", "time / fp32", "max abs diff",
+              "min cosine", "peak RSS after fp32 (MiB)", "peak RSS all paths (MiB)",
+              "load avg before", "others' CPU"]
+    return protocol.markdown_table(header, rows)
+
+
 # --------------------------------------------------------------------------------- jobs
 
 
@@ -679,6 +844,9 @@ def markdown_report(report):
     if "inference" in report:
         parts += ["", f"## Inference, one thread, {settings['rtf_seconds']} s utterance", "",
                   inference_table(report["inference"])]
+    if "deploy" in report:
+        parts += ["", f"## Inference paths, one thread, {settings['rtf_seconds']} s utterance, "
+                  f"{settings['rtf_width']} width", "", deploy_table(report["deploy"])]
     if "jobs" in report:
         j = report["jobs"]
         parts += ["", "## bench_quality.py --jobs", "",
@@ -699,7 +867,7 @@ def markdown_report(report):
 
 # --------------------------------------------------------------------------------- main
 
-PARTS = ("train", "memory", "inference", "jobs", "loader")
+PARTS = ("train", "memory", "inference", "deploy", "jobs", "loader")
 
 
 def default_output(args):
@@ -739,6 +907,10 @@ def parse_args(argv=None):
     parser.add_argument("--rtf-repeats", type=int, default=5)
     parser.add_argument("--rtf-width", choices=list(WIDTHS), default="full")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--deploy-models", nargs="+", choices=DEPLOY_MODELS, default=list(DEPLOY_MODELS))
+    parser.add_argument("--deploy-rounds", type=int, default=5, help="interleaved rounds per model")
+    parser.add_argument("--deploy-calibration", type=int, default=4,
+                        help="random inputs calibrating the int8 graph")
     parser.add_argument("--jobs-steps", type=int, default=20)
     parser.add_argument("--loader-workers", nargs="+", type=int, default=[0, 2])
     parser.add_argument("--loader-files", type=int, default=256)
@@ -756,6 +928,7 @@ def parse_args(argv=None):
         args.batch, args.crop, args.rtf_seconds, args.rtf_repeats = 8, 1.0, 2.0, 2
         args.rtf_width, args.jobs_steps, args.loader_files = "cpu", 3, 32
         args.memory_steps = 1
+        args.deploy_models, args.deploy_rounds, args.deploy_calibration = ["thin_resnet34_tap"], 2, 1
         args.sb_models = False
     args.backbones = args.backbones or list(BACKBONES)
     for name in ("threads", "batch", "reps", "full_reps", "memory_steps", "rtf_repeats",
@@ -782,7 +955,8 @@ def main(argv=None):
         key: getattr(args, key)
         for key in ("device", "precision", "threads", "batch", "crop", "warmup", "reps",
                     "full_warmup", "full_reps", "memory_steps", "rtf_seconds", "rtf_repeats",
-                    "rtf_width", "compile", "jobs_steps", "loader_workers", "loader_files",
+                    "rtf_width", "compile", "deploy_models", "deploy_rounds",
+                    "deploy_calibration", "jobs_steps", "loader_workers", "loader_files",
                     "seed", "sb_models", "control", "quick")
     }
     started = time.perf_counter()
@@ -801,6 +975,8 @@ def main(argv=None):
         report["memory"] = memory_part(settings, args.widths, args.backbones, log)
     if "inference" in args.parts:
         report["inference"] = inference_part(settings, args.backbones, log)
+    if "deploy" in args.parts:
+        report["deploy"] = deploy_part(settings, log)
     if "jobs" in args.parts and not args.device.startswith("cuda"):
         report["jobs"] = jobs_part(settings, log)
     if "loader" in args.parts:

@@ -231,10 +231,12 @@ def _onnx_session(path, threads):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    metadata = {
-        key: json.loads(value)
-        for key, value in session.get_modelmeta().custom_metadata_map.items()
-    }
+    metadata = {}
+    for key, value in session.get_modelmeta().custom_metadata_map.items():
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:  # entries written by other tools (e.g. quantization)
+            metadata[key] = value
     return session, metadata
 
 
