@@ -59,3 +59,53 @@ def test_no_warmup_leaves_the_rate_alone(warmup_steps):
     brain.optimizer_step = 0
     brain.on_fit_batch_start(batch=None, should_step=True)
     assert learning_rate(brain) == pytest.approx(0.01)
+
+
+def make_fefa_brain(multiplier, lr=0.01, lr_final=0.001, epochs=3):
+    from fefa_speechbrain.lobes.wrapper import FEFAWrapper
+
+    hparams = {
+        "lr_annealing": LinearScheduler(lr, lr_final, epochs),
+        "epoch_counter": EpochCounter(epochs),
+        "lr_warmup_steps": 4,
+        "fefa_lr_multiplier": multiplier,
+    }
+    class MeanLinear(torch.nn.Linear):  # [B, T, 6] -> [B, 1, 3]
+        def forward(self, x, lengths=None):
+            return super().forward(x.mean(1, keepdim=True))
+
+    model = FEFAWrapper(MeanLinear(6, 3), n_bins=6, fefa="single")
+    brain = SpeakerBrain(
+        modules={"embedding_model": model, "classifier": torch.nn.Linear(3, 2)},
+        opt_class=lambda params: torch.optim.Adam(params, lr=lr),
+        hparams=hparams,
+        run_opts={"device": "cpu"},
+    )
+    brain.init_optimizers()
+    return brain, model
+
+
+def test_fefa_parameters_train_at_their_multiple_of_the_rate():
+    brain, model = make_fefa_brain(multiplier=10.0)
+    groups = brain.optimizer.param_groups
+    fefa_ids = {id(p) for p in model.input_fefa.parameters()}
+    assert [len(g["params"]) for g in groups] == [4, len(fefa_ids)]
+    assert {id(p) for p in groups[1]["params"]} == fefa_ids
+    assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.1])
+    next(iter(brain.hparams.epoch_counter))
+    brain.optimizer_step = 1  # warm-up step 2 of 4 scales both groups alike
+    brain.on_fit_batch_start(batch=None, should_step=True)
+    assert [g["lr"] for g in groups] == pytest.approx([0.005, 0.05])
+    # one Adam step moves FEFA's zero-initialized parameters by about 10x the others' step
+    embeddings = brain.modules.embedding_model(torch.rand(4, 5, 6), torch.ones(4))
+    loss = brain.modules.classifier(embeddings).logsumexp(-1).sum()
+    loss.backward()
+    before = [p.detach().clone() for p in model.input_fefa.parameters()]
+    brain.optimizer.step()
+    moved = max((p - b).abs().max().item() for p, b in zip(model.input_fefa.parameters(), before))
+    assert moved == pytest.approx(0.05, rel=1e-3)
+
+
+def test_fefa_multiplier_of_one_keeps_a_single_group():
+    brain, _ = make_fefa_brain(multiplier=1.0)
+    assert len(brain.optimizer.param_groups) == 1

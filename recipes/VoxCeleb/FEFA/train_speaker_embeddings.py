@@ -43,14 +43,19 @@ from fefa_speechbrain.experiment import (
 )
 from fefa_speechbrain.hparams import (
     add_override,
-    check_hparams,
     count_speakers,
     load_hparams,
     parse_overrides,
-    plain_hparams,
     pop_override,
 )
 from fefa_speechbrain.lobes.features import embed_waveforms
+from fefa_speechbrain.lobes.fefa import FEFA
+
+
+def set_learning_rate(optimizer, lr):
+    """Sets every parameter group's rate to ``lr`` times the group's ``lr_scale``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 class SpeakerBrain(sb.core.Brain):
@@ -59,6 +64,7 @@ class SpeakerBrain(sb.core.Brain):
     The forward pass (features -> normalization -> embedding) is the one SpeechBrain's
     inference classes replay, so an exported model computes exactly what was trained.
     Optional hparams: ``lr_warmup_steps`` (linear warm-up of the first optimizer steps),
+    ``fefa_lr_multiplier`` (FEFA's parameters train at this multiple of the rate),
     ``augment`` with ``augmenter`` (SpeechBrain's Augmenter), ``random_channel`` with
     ``channel_augment`` (a random recolouring of every training utterance).
     """
@@ -79,6 +85,24 @@ class SpeakerBrain(sb.core.Brain):
                     module, device_ids=None, find_unused_parameters=self.find_unused_parameters
                 )
 
+    def init_optimizers(self):
+        """One optimizer; FEFA's parameters form a group of their own that trains at
+        ``fefa_lr_multiplier`` times the scheduled rate (the paper is silent on FEFA's
+        rate, and FEFA starts at the identity, where its gradients are small)."""
+        multiplier = getattr(self.hparams, "fefa_lr_multiplier", 1.0)
+        fefa = [p for m in self.modules.modules() if isinstance(m, FEFA) for p in m.parameters()]
+        if multiplier == 1.0 or not fefa:
+            return super().init_optimizers()
+        ids = {id(p) for p in fefa}
+        rest = [p for p in self.modules.parameters() if id(p) not in ids]
+        self.optimizer = self.opt_class(
+            [{"params": rest, "lr_scale": 1.0}, {"params": fefa, "lr_scale": multiplier}]
+        )
+        set_learning_rate(self.optimizer, self.optimizer.defaults["lr"])
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
     def on_fit_batch_start(self, batch, should_step):
         """Linear learning-rate warm-up: step ``k`` (0-based) of the first
         ``lr_warmup_steps`` uses ``(k + 1) / lr_warmup_steps`` of the epoch's scheduled
@@ -91,8 +115,7 @@ class SpeakerBrain(sb.core.Brain):
             return
         scheduled, _ = self.hparams.lr_annealing(self.hparams.epoch_counter.current)
         # Set directly: SpeechBrain's update_learning_rate logs every change, once a step.
-        for group in self.optimizer.param_groups:
-            group["lr"] = scheduled * (self.optimizer_step + 1) / warmup
+        set_learning_rate(self.optimizer, scheduled * (self.optimizer_step + 1) / warmup)
 
     def compute_forward(self, batch, stage):
         """Waveforms -> speaker logits."""
@@ -139,7 +162,7 @@ class SpeakerBrain(sb.core.Brain):
         stats["ErrorRate"] = self.error_metrics.summarize("average")
         if stage == sb.Stage.VALID:
             old_lr, new_lr = self.hparams.lr_annealing(epoch)
-            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            set_learning_rate(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": old_lr},
                 train_stats=self.train_stats,
@@ -213,9 +236,7 @@ def load_training_hparams(hparams_file, overrides=None, overwrite=False):
     ``n_speakers`` is given, it is counted in the training CSV. Returns the hparams and
     the overrides actually applied (saved with the experiment).
     """
-    plain = plain_hparams(hparams_file, overrides)
-    check_hparams(plain, hparams_file)
-    hparams = load_hparams(hparams_file, overrides)
+    hparams = load_hparams(hparams_file, overrides)  # checks every value first
     output_folder = hparams["output_folder"]
     if if_main_process():
         lock = ExperimentLock(output_folder).acquire()
