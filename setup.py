@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "speechbrain>=1.1",
-        "torch",
+        "torch>=2.6",  # torch.load defaults to weights_only=True (also in SpeechBrain's loads)
         "torchaudio",
         "hyperpyyaml",
         "soundfile",

@@ -291,7 +291,9 @@ def count_parameters(checkpoint_dir):
     """Trainable parameters of the embedding model, from its saved state dict."""
     import torch
 
-    state = torch.load(os.path.join(checkpoint_dir, "embedding_model.ckpt"), map_location="cpu")
+    state = torch.load(
+        os.path.join(checkpoint_dir, "embedding_model.ckpt"), map_location="cpu", weights_only=True
+    )
     skip = ("running_mean", "running_var", "num_batches_tracked")
     return int(sum(v.numel() for k, v in state.items() if not k.endswith(skip)))
 

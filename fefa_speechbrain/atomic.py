@@ -102,11 +102,69 @@ def atomic_open(path, mode="w", encoding="utf-8", newline=None):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+        _raise_naming(error, path)
         raise
     fsync_path(folder)
+
+
+def _raise_naming(error, path):
+    """Re-raises a disk or encoding error that does not name the file, naming it."""
+    if isinstance(error, OSError) and error.errno is not None and not error.filename:
+        raise type(error)(error.errno, f"{error.strerror} (writing {path})", path) from error
+    if isinstance(error, UnicodeEncodeError):
+        bad = error.object[error.start:error.end]
+        raise ValueError(
+            f"{path}: cannot write {bad!r} as {error.encoding} (a file name that is not "
+            "valid text, e.g. from a non-UTF-8 file system; rename the file)"
+        ) from error
+
+
+def check_writable_folder(folder):
+    """Proves that files can be written in ``folder``, leaving no trace.
+
+    Missing folders are created for the test and removed again, so a command that
+    fails later has not left an empty output folder behind.
+
+    Raises
+    ------
+    OSError
+        Naming the folder and the reason, before any long work.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> check_writable_folder(str(tmp / "out" / "sub"))
+    >>> os.path.exists(tmp / "out")
+    False
+    >>> _ = (tmp / "a_file").write("")
+    >>> check_writable_folder(str(tmp / "a_file" / "out"))
+    Traceback (most recent call last):
+    ...
+    NotADirectoryError: [Errno 20] output folder .../a_file/out cannot be written: Not a directory
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    missing = []
+    parent = folder
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    probe = os.path.join(folder, f".write-test-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_open(probe) as handle:
+            handle.write("")
+        os.remove(probe)
+    except OSError as error:
+        raise type(error)(
+            error.errno, f"output folder {folder} cannot be written: {error.strerror}"
+        ) from error
+    finally:
+        for created in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(created)
 
 
 def atomic_write_text(path, text, encoding="utf-8"):

@@ -18,7 +18,11 @@ from collections.abc import Mapping
 
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder  # noqa: F401 (doctest)
-from speechbrain.utils.checkpoints import Checkpoint, Checkpointer, torch_patched_state_dict_load
+from speechbrain.utils.checkpoints import (
+    Checkpoint,
+    Checkpointer,
+    hook_on_loading_state_dict_checkpoint,
+)
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 from fefa_speechbrain.atomic import fsync_path
@@ -143,13 +147,15 @@ def read_state_dict(path):
         if target != os.path.abspath(path):
             link = f" (a link to {target}, which does not exist)"
         raise FileNotFoundError(f"{path} is missing{link}")
-    try:
-        state = torch_patched_state_dict_load(path)
+    try:  # tensors only: a pickle that would run code is refused
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
         raise PretrainedFolderError(
-            f"{path} cannot be read as a PyTorch state dict (truncated or not a "
-            f"checkpoint): {type(error).__name__}: {error}"
+            f"{path} cannot be read as a PyTorch state dict (truncated, not a "
+            "checkpoint, or holding Python objects that weights_only=True refuses): "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from error
+    state = hook_on_loading_state_dict_checkpoint(state)
     if not isinstance(state, Mapping):
         raise PretrainedFolderError(
             f"{path} holds a {type(state).__name__}, not a state dict of parameters"

@@ -30,7 +30,7 @@ CHOICES = {
     "head": HEADS,
 }
 FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu",
-         "random_channel")
+         "random_channel", "allow_outside_root")
 POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr", "lr_final", "width", "aam_scale",
                     "fefa_lr_multiplier")
 NON_NEGATIVE_NUMBERS = ("weight_decay",)
@@ -231,8 +231,18 @@ def add_override(overrides, key, value):
 def load_hparams(hparams_file, overrides=None):
     """Loads a recipe yaml with overrides (a yaml string with tags, a dict, or None).
 
-    Unknown keys fail with the list of valid ones (HyperPyYAML's check).
+    Before anything is built: unknown keys fail with the list of valid ones
+    (HyperPyYAML's check), a key given twice fails naming it, and every value is checked
+    (:func:`check_hparams`, one message listing every problem).
     """
+    try:
+        plain = plain_hparams(hparams_file, overrides)
+    except ValueError as error:
+        if "!PLACEHOLDER" not in str(error):
+            raise
+        plain = None  # HyperPyYAML names the unknown keys first, then the placeholder
+    if plain is not None:
+        check_hparams(plain, hparams_file)
     with open(hparams_file, encoding="utf-8") as fin:
         return load_hyperpyyaml(fin, overrides or {})
 

@@ -159,7 +159,7 @@ def test_export_writes_hub_layout(ecapa_experiment, ecapa_export):
     }
 
     # the best checkpoint (ErrorRate 0.2), not the latest nor the first
-    saved = torch.load(ecapa_export / "embedding_model.ckpt")
+    saved = torch.load(ecapa_export / "embedding_model.ckpt", weights_only=True)
     assert saved.keys() == states[0.2].keys()
     assert all(torch.equal(saved[k], states[0.2][k]) for k in saved)
     assert not all(torch.equal(saved[k], states[0.7][k]) for k in saved)

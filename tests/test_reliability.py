@@ -674,7 +674,7 @@ def test_checkpoint_killed_mid_write_is_never_loaded(tmp_path):
     recovered = AtomicCheckpointer(folder, recoverables={"model": model}).recover_if_possible()
     assert not half.parent.exists()
     assert recovered.path == good[0] and recovered.meta["step"] == 1
-    expected = torch.load(tmp_path / "expected.pt")
+    expected = torch.load(tmp_path / "expected.pt", weights_only=True)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
 
@@ -775,3 +775,110 @@ def test_preparation_killed_then_rerun_gives_complete_correct_outputs(
     stamps = {name: (save / name).stat().st_mtime_ns for name in PREP_OUTPUTS}
     assert _prepare(root, save, seg_dur=1.0)["skipped"] is True
     assert {name: (save / name).stat().st_mtime_ns for name in PREP_OUTPUTS} == stamps
+
+
+# ------------------------------------------- verification: untrusted and unusual trial lists
+
+
+def test_results_json_agrees_with_scores_txt(tmp_path, experiment):
+    """The labels and EER written to results.json are those of scores.txt (a label flip
+    before writing results would pass every other check)."""
+    import json
+
+    from fefa_speechbrain.evaluation.metrics import compute_eer
+
+    root = _trial_corpus(tmp_path / "audio")
+    lines = [*GOOD_TRIALS, "0 a/2.wav c/1.wav", "0 a/1.wav b/2.wav", "1 b/2.wav b/1.wav"]
+    trials = _trial_list(tmp_path / "trials.txt", lines)
+    results = evaluate_experiment(str(experiment), trials, str(tmp_path / "out"), audio_root=str(root))
+    rows = [line.split() for line in Path(results["outputs"]["scores"]).read_text().splitlines()]
+    labels = [int(r[2]) for r in rows]
+    scores = [float(r[3]) for r in rows]
+    assert labels == [int(line[0]) for line in lines]
+    saved = json.loads(Path(results["outputs"]["results"]).read_text())
+    assert saved["n_target"] == sum(labels) and saved["n_nontarget"] == len(labels) - sum(labels)
+    assert saved["eer"] == pytest.approx(compute_eer(scores, labels)[0], abs=1e-6)
+    assert saved["eer"] != pytest.approx(compute_eer(scores, [1 - x for x in labels])[0])
+
+
+def test_trial_paths_outside_the_audio_root_are_refused_unless_allowed(
+    tmp_path, experiment, embed_calls
+):
+    root = _trial_corpus(tmp_path / "audio")
+    outside = tmp_path / "secret.wav"
+    _write(outside, _noise(16000, seed=7))
+    trials = _trial_list(tmp_path / "trials.txt", [
+        "0 a/1.wav ../secret.wav", f"0 a/1.wav {outside}", "1 a/1.wav a/2.wav",
+    ])
+    with pytest.raises(TrialListError) as error:
+        evaluate_experiment(str(experiment), trials, str(tmp_path / "out"), audio_root=str(root))
+    message = str(error.value)
+    assert "line 1: ../secret.wav leaves the audio root (..)" in message
+    assert f"line 2: {outside} is absolute (must be relative to the audio root)" in message
+    assert "allow it with allow_outside_root" in message
+    assert embed_calls == []
+
+
+def test_allowed_outside_paths_are_scored(tmp_path, experiment):
+    root = _trial_corpus(tmp_path / "audio")
+    _write(tmp_path / "secret.wav", _noise(16000, seed=7))
+    trials = _trial_list(tmp_path / "trials.txt", ["0 a/1.wav ../secret.wav", "1 a/1.wav a/2.wav"])
+    results = evaluate_experiment(
+        str(experiment), trials, str(tmp_path / "out"), audio_root=str(root), allow_outside_root=True
+    )
+    assert results["n_files"] == 3
+
+
+def test_bom_quotes_and_spaces_are_read_and_bad_bytes_named(tmp_path, experiment):
+    root = _trial_corpus(tmp_path / "audio")
+    shutil.copy(root / "a" / "2.wav", root / "a" / "zoom in_01.wav")
+    path = tmp_path / "trials.txt"
+    path.write_bytes(b"\xef\xbb\xbf1 a/1.wav 'a/zoom in_01.wav'\n0 \"a/zoom in_01.wav\" c/1.wav\n")
+    results = evaluate_experiment(str(experiment), str(path), str(tmp_path / "out"), audio_root=str(root))
+    assert results["n_target"] == 1 and results["n_files"] == 3
+    first = Path(results["outputs"]["scores"]).read_text().splitlines()[0]
+    assert f"'{root}/a/zoom in_01.wav'" in first  # scores.txt quotes it the same way
+
+    path.write_bytes(b"1 a/1.wav a/2.wav\n0 a/1.wav caf\xe9/1.wav\n")
+    with pytest.raises(TrialListError, match=r"line 2: not UTF-8 \(byte 0xe9 at column 14\)"):
+        evaluate_experiment(str(experiment), str(path), str(tmp_path / "out"), audio_root=str(root))
+    path.write_text("1 a/1.wav a/zoom in_01.wav\n")
+    with pytest.raises(TrialListError, match="found 4: .*a path with spaces must be quoted"):
+        evaluate_experiment(str(experiment), str(path), str(tmp_path / "out"), audio_root=str(root))
+
+
+def test_self_trials_are_refused_and_duplicates_reported(tmp_path, experiment, caplog):
+    root = _trial_corpus(tmp_path / "audio")
+    trials = _trial_list(tmp_path / "trials.txt", ["1 a/1.wav a/1.wav", "1 a/1.wav a/2.wav"])
+    with pytest.raises(TrialListError, match="line 1: enrol and test are the same file: a/1.wav"):
+        evaluate_experiment(str(experiment), trials, str(tmp_path / "out"), audio_root=str(root))
+    trials = _trial_list(tmp_path / "trials.txt", [*GOOD_TRIALS, "1 a/2.wav a/1.wav"])
+    with caplog.at_level("WARNING"):
+        results = evaluate_experiment(str(experiment), trials, str(tmp_path / "out"), audio_root=str(root))
+    assert "1 duplicate trials (kept, each counts in the EER): line 5 repeats line 1" in caplog.text
+    assert results["n_target"] == 3
+
+
+def test_an_unwritable_output_folder_fails_before_any_embedding(tmp_path, experiment, embed_calls):
+    root = _trial_corpus(tmp_path / "audio")
+    trials = _trial_list(tmp_path / "trials.txt", GOOD_TRIALS)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"output folder .*a_file/out cannot be written"):
+        evaluate_experiment(str(experiment), trials, str(tmp_path / "a_file" / "out"), audio_root=str(root))
+    assert embed_calls == []
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('FEFA_MARKER', '/nonexistent/x')}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    from fefa_speechbrain.checkpoints import read_state_dict
+
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("FEFA_MARKER", str(marker))
+    torch.save({"weight": torch.zeros(2), "payload": _RunsCode()}, tmp_path / "evil.ckpt")
+    with pytest.raises(PretrainedFolderError, match="weights_only=True refuses"):
+        read_state_dict(tmp_path / "evil.ckpt")
+    assert not marker.exists()

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from fefa_speechbrain.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from fefa_speechbrain.data.audio import AudioInfo, inspect_audio, resampled_length
+from fefa_speechbrain.data.trials import format_trial_line
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ def test_outputs(trials, index, infos, report, generated):
         "nontarget": sum(t.label == 0 for t in kept),
         "dropped": dropped,
     }
-    text = "".join(f"{t.label} {t.enrol} {t.test}\n" for t in kept)
+    text = "".join(format_trial_line(t) for t in kept)
     return {"enrol.csv": enrol_rows, "test.csv": test_rows, TRIALS_FILE: text}
 
 

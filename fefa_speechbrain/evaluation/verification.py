@@ -17,9 +17,9 @@ import os
 import numpy as np
 import torch
 
-from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
+from fefa_speechbrain.atomic import atomic_open, atomic_write_json, check_writable_folder
 from fefa_speechbrain.checks import check_choice
-from fefa_speechbrain.data.trials import read_trials, trial_files
+from fefa_speechbrain.data.trials import quote_path, read_trials, trial_files
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
 from fefa_speechbrain.evaluation.metrics import det_curve, verification_report
 from fefa_speechbrain.evaluation.model_source import load_model, model_kind
@@ -27,6 +27,9 @@ from fefa_speechbrain.plotting import plot_det
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
 MAX_REPORTED_LINES = 10
+
+
+SCORE_CHUNK = 16384  # trials scored at once: memory grows with the files, not the trials
 
 
 def _stack(embeddings, paths):
@@ -37,8 +40,26 @@ def _normalized(matrix):
     return torch.nn.functional.normalize(matrix, dim=-1)
 
 
+def trial_indices(trials, files):
+    """``(enrol, test)`` row indices of every trial into ``files``, as int64 arrays.
+
+    Example
+    -------
+    >>> from fefa_speechbrain.data.trials import Trial
+    >>> trial_indices([Trial(1, "b", "a"), Trial(0, "a", "c")], ["a", "b", "c"])
+    (array([1, 0]), array([0, 2]))
+    """
+    row = {path: number for number, path in enumerate(files)}
+    enrol = np.fromiter((row[t.enrol] for t in trials), dtype=np.int64, count=len(trials))
+    test = np.fromiter((row[t.test] for t in trials), dtype=np.int64, count=len(trials))
+    return enrol, test
+
+
 def cosine_scores(embeddings, trials):
     """Cosine similarity of each trial's two embeddings, as a numpy array.
+
+    Each file's embedding is normalized once; trials are scored by index, a chunk at a
+    time, so a million trials over a few files take a few megabytes.
 
     Example
     -------
@@ -47,9 +68,15 @@ def cosine_scores(embeddings, trials):
     >>> [round(float(s), 4) for s in cosine_scores(emb, [Trial(1, "a", "b"), Trial(0, "a", "a")])]
     [0.7071, 1.0]
     """
-    enrol = _normalized(_stack(embeddings, [t.enrol for t in trials]))
-    test = _normalized(_stack(embeddings, [t.test for t in trials]))
-    return (enrol * test).sum(-1).numpy()
+    files = trial_files(trials)
+    matrix = _normalized(_stack(embeddings, files))
+    enrol, test = trial_indices(trials, files)
+    scores = np.empty(len(trials), dtype=np.float32)
+    for start in range(0, len(trials), SCORE_CHUNK):
+        e = torch.from_numpy(enrol[start:start + SCORE_CHUNK])
+        t = torch.from_numpy(test[start:start + SCORE_CHUNK])
+        scores[start:start + SCORE_CHUNK] = (matrix[e] * matrix[t]).sum(-1).numpy()
+    return scores
 
 
 def speaker_cohort(embeddings, speakers):
@@ -88,24 +115,25 @@ def normalize_scores(scores, embeddings, trials, cohort, method="s-norm", cohort
     if method is None:
         return np.asarray(scores)
     files = trial_files(trials)
-    index = {path: row for row, path in enumerate(files)}
     against_cohort = _normalized(_stack(embeddings, files)) @ cohort.T
     if method == "as-norm":
         top = min(cohort_size, against_cohort.shape[1])
         against_cohort = against_cohort.topk(top, dim=1).values
     mean = against_cohort.mean(1).numpy()
     std = against_cohort.std(1).clamp_min(1e-8).numpy()
-    e = np.array([index[t.enrol] for t in trials])
-    t = np.array([index[t.test] for t in trials])
+    e, t = trial_indices(trials, files)
     scores = np.asarray(scores)
     return 0.5 * ((scores - mean[e]) / std[e] + (scores - mean[t]) / std[t])
 
 
 def write_scores(path, trials, scores):
-    """Writes ``enrol test label score`` lines (atomically)."""
-
-    lines = [f"{t.enrol} {t.test} {t.label} {s:.6f}" for t, s in zip(trials, scores)]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    """Writes ``enrol test label score`` lines (atomically, streamed; paths with spaces
+    quoted as in trial lists)."""
+    with atomic_open(path) as handle:
+        for trial, score in zip(trials, scores):
+            handle.write(
+                f"{quote_path(trial.enrol)} {quote_path(trial.test)} {trial.label} {score:.6f}\n"
+            )
 
 
 def cohort_files(train_csv, per_speaker=3, seed=0):
@@ -166,6 +194,7 @@ def evaluate_experiment(
     device="cpu",
     seed=0,
     progress=None,
+    allow_outside_root=False,
 ):
     """Scores a trial list with a trained model; writes scores, results JSON and DET plot.
 
@@ -173,9 +202,10 @@ def evaluate_experiment(
     ("s-norm" or "as-norm") the cohort is built from ``cohort_csv`` (the training CSV).
 
     Everything that can be checked is checked before any embedding is computed: the
-    options, the trial list (one error listing its bad lines), the cohort CSV, the
-    checkpoint, and the header of every trial and cohort file (one error listing the
-    files that are missing, unreadable, empty or too short).
+    options, that ``output_folder`` can be written, the trial list (one error listing
+    its bad lines; paths must stay under ``audio_root`` unless ``allow_outside_root``),
+    the cohort CSV, the checkpoint, and the header of every trial and cohort file (one
+    error listing the files that are missing, unreadable, empty or too short).
 
     ``experiment_folder`` is any MODEL: a training run, a pretrained folder or a hub id
     (:func:`~fefa_speechbrain.evaluation.model_source.load_model`); ``progress``, if
@@ -189,7 +219,8 @@ def evaluate_experiment(
     model_kind(experiment_folder)
     if score_norm is not None and cohort_csv is None:
         raise ValueError(f"score_norm={score_norm!r} needs cohort_csv (the training CSV)")
-    trials = read_trials(verification_file, audio_root)
+    check_writable_folder(output_folder)
+    trials = read_trials(verification_file, audio_root, allow_outside_root=allow_outside_root)
     files = trial_files(trials)
     paths, speakers = [], []
     if score_norm is not None:

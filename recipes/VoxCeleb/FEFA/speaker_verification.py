@@ -37,6 +37,7 @@ if __name__ == "__main__":
         cohort_size=hparams["cohort_size"],
         device=run_opts.get("device", "cpu"),
         seed=hparams["seed"],
+        allow_outside_root=hparams["allow_outside_root"],
     )
     print(
         f"EER {100 * results['eer']:.2f}%  minDCF(0.01) {results['min_dcf_0.01']:.4f}  "
