@@ -117,3 +117,24 @@ def test_plot_attention_on_pretrained_folder(models, monkeypatch):
     assert means["pretrained"].shape == (257,)
     assert not np.allclose(means["pretrained"], 1.0)  # random FEFA: not uniform
     np.testing.assert_allclose(means["pretrained"], means["experiment"], atol=1e-6)
+
+
+def test_hub_id_through_speechbrain_fetching(models, monkeypatch, tmp_path):
+    """A hub id goes through SpeechBrain's fetching (the hub download served from the export)."""
+    import shutil
+
+    fetched = []
+
+    def from_export(hf_kwargs, destination, local_strategy):
+        assert hf_kwargs["repo_id"] == "someone/fefa-tiny"
+        fetched.append(hf_kwargs["filename"])
+        shutil.copyfile(f"{models['pretrained']}/{hf_kwargs['filename']}", destination)
+
+    monkeypatch.setattr("speechbrain.utils.fetching.download_file_hf", from_export)
+    assert model_kind("someone/fefa-tiny") == "hub"
+    loaded = load_model("someone/fefa-tiny", savedir=str(tmp_path / "hub"))
+    assert loaded.kind == "hub" and loaded.config["embedding_dim"] == 32
+    assert {"hyperparams.yaml", "embedding_model.ckpt", "config.json"} <= set(fetched)
+    wavs = 0.1 * torch.randn(2, 12000, generator=torch.Generator().manual_seed(2))
+    local = SpeakerEmbedder(load_model(models["pretrained"]).modules).embed(wavs)
+    assert torch.allclose(SpeakerEmbedder(loaded.modules).embed(wavs), local, atol=1e-6)
