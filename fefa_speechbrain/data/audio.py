@@ -169,6 +169,7 @@ def inspect_audio(path, min_samples=MIN_SAMPLES, full=True, sample_rate=TARGET_S
     )
     if header.samplerate <= 0 or header.channels <= 0:
         return _skip(path, "unreadable: header has no valid sample rate or channels", **described)
+    truncation = _truncation_warning(path, header)
     if full:
         try:
             data, _ = sf.read(path, dtype="float32", always_2d=True)
@@ -183,9 +184,59 @@ def inspect_audio(path, min_samples=MIN_SAMPLES, full=True, sample_rate=TARGET_S
         return AudioInfo(path=path, ok=False, action="skip", reasons=reasons, **described)
     reasons = _conversions(header.channels, header.samplerate, sample_rate)
     action = "convert" if reasons else "keep"
+    reasons += truncation
     if full:
         reasons += _clipping_warning(data)
     return AudioInfo(path=path, ok=True, action=action, reasons=reasons, **described)
+
+
+WAV_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                    "FLOAT": 4, "DOUBLE": 8, "ULAW": 1, "ALAW": 1}
+
+
+def _declared_wav_frames(path, header):
+    """Frames the WAV header's data chunk declares (None when unknown or not a WAV)."""
+    width = WAV_SAMPLE_BYTES.get(header.subtype)
+    if header.format != "WAV" or width is None:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    position = 12  # after "RIFF", size, "WAVE"
+    while position + 8 <= len(head):
+        chunk = head[position:position + 4]
+        size = int.from_bytes(head[position + 4:position + 8], "little")
+        if chunk == b"data":
+            if size in (0, 0xFFFFFFFF):  # streamed: size not written
+                return None
+            return size // (width * header.channels)
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _truncation_warning(path, header):
+    """A warning when a WAV holds fewer samples than its header declares.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> import numpy as np, soundfile as sf
+    >>> path = os.path.join(tempfile.mkdtemp(), "cut.wav")
+    >>> sf.write(path, np.full(1000, 0.1), 16000, subtype="PCM_16")
+    >>> data = open(path, "rb").read()
+    >>> _ = open(path, "wb").write(data[:len(data) - 1000])
+    >>> _truncation_warning(path, sf.info(path))
+    ['truncated: the header declares 1000 samples, the file holds 500 (kept with those)']
+    """
+    try:
+        declared = _declared_wav_frames(path, header)
+    except OSError:
+        return []
+    if declared is None or declared <= header.frames:
+        return []
+    return [
+        f"truncated: the header declares {declared} samples, the file holds "
+        f"{header.frames} (kept with those)"
+    ]
 
 
 def _one_line(err):

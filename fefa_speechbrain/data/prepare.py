@@ -121,7 +121,8 @@ def prepare_voxceleb(
             "prepare_voxceleb: splits include 'test' but verification_file is None; "
             "give the trial list (e.g. veri_test2.txt) or leave 'test' out of splits"
         )
-    utterances = scan_voxceleb(roots)
+    ignored = []
+    utterances = scan_voxceleb(roots, ignored)
     index = utterance_index(utterances)
     trials = None
     if verification_file is not None:
@@ -140,11 +141,13 @@ def prepare_voxceleb(
     pool = []
     if {"train", "dev"} & set(splits):
         pool = [u for u in utterances if u.speaker not in excluded]
+        pool = without_test_audio(pool, [u for u in utterances if u.speaker in excluded], ignored)
     tested = trial_utterances(trials, index) if "test" in splits else []
     infos = inspect_all(pool + tested, check_audio, n_jobs)
     usable = [u for u in pool if infos[u.path].ok]
     train, dev = split_train_dev(usable, split_ratio, split_speaker, seed)
     report = new_report("voxceleb", roots, save_folder, check_audio, len(utterances), infos)
+    add_ignored(report, ignored)
     report["excluded_speakers"] = sorted(excluded)
     outputs = training_outputs(train, dev, splits, infos, seg_dur, random_segment, report)
     if "test" in splits:
@@ -240,7 +243,8 @@ def prepare_folder_corpus(
     if len(roots) != 1:
         raise ValueError(f"prepare_folder_corpus: give one data folder, got {roots}")
     extensions = sorted({"." + ext.lower().lstrip(".") for ext in extensions})
-    utterances = scan_folder(roots[0], extensions)
+    ignored = []
+    utterances = scan_folder(roots[0], extensions, ignored)
     index = utterance_index(utterances)
     trials = None
     if verification_file is not None:
@@ -273,14 +277,16 @@ def prepare_folder_corpus(
             listed, n_test_speakers, trials, index, usable, min_utts_test, seed, dropped
         )
     excluded = test_set | set(listed or ()) | trial_speakers(trials, index)
+    held_out = [u for u in utterances if u.speaker in excluded]
     training = []
     for speaker in sorted({u.speaker for u in utterances} - excluded):
-        count = len(usable[speaker])
-        if count < min_utts_train:
-            dropped[speaker] = f"{count} usable files < min_utts_train={min_utts_train}"
+        files = without_test_audio(usable[speaker], held_out, ignored)
+        if len(files) < min_utts_train:
+            dropped[speaker] = f"{len(files)} usable files < min_utts_train={min_utts_train}"
         else:
-            training.extend(usable[speaker])
+            training.extend(files)
     train, dev = split_train_dev(training, split_ratio, False, seed)
+    add_ignored(report, ignored)
     report["test_speakers"] = sorted(test_set)
     report["dropped_speakers"] = dropped
     outputs = training_outputs(train, dev, splits, infos, seg_dur, False, report)
@@ -291,6 +297,45 @@ def prepare_folder_corpus(
             trials = generate_trials(pool, n_trials=n_trials, seed=seed)
         outputs.update(test_outputs(trials, index, infos, report, generated))
     return write_outputs(save_folder, outputs, report, options, fingerprint, verbose)
+
+
+def without_test_audio(candidates, held_out, ignored):
+    """``candidates`` without the files that are, through links, held-out audio.
+
+    A speaker folder linked to a test speaker's folder (or a linked file) would put test
+    audio into training under another name; such files are left out and reported.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from fefa_speechbrain.data.scan import Utterance
+    >>> root = tempfile.mkdtemp()
+    >>> os.makedirs(f"{root}/test_spk"); _ = open(f"{root}/test_spk/a.wav", "w").write("x")
+    >>> os.symlink(f"{root}/test_spk", f"{root}/train_spk")
+    >>> test = Utterance(("test_spk", "a"), "test_spk/a.wav", f"{root}/test_spk/a.wav", 1)
+    >>> alias = Utterance(("train_spk", "a"), "train_spk/a.wav", f"{root}/train_spk/a.wav", 1)
+    >>> ignored = []
+    >>> without_test_audio([alias], [test], ignored), ignored[0]["reasons"]
+    ([], ['the same file as held-out test_spk/a.wav (through a link): left out of training'])
+    """
+    real = {os.path.realpath(u.path): u.rel for u in held_out}
+    kept = []
+    for utt in candidates:
+        twin = real.get(os.path.realpath(utt.path))
+        if twin is None:
+            kept.append(utt)
+        else:
+            ignored.append({
+                "path": utt.path, "action": "skipped",
+                "reasons": [f"the same file as held-out {twin} (through a link): left out of training"],
+            })
+    return kept
+
+
+def add_ignored(report, ignored):
+    """Adds the files the scan did not use to the report's problems (all "skipped")."""
+    report["problems"].extend(ignored)
+    report["n_skipped"] += len(ignored)
 
 
 # ------------------------------------------------------------------------- option checking

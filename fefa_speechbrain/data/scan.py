@@ -4,15 +4,24 @@ one or several roots, or any ``<root>/<speaker>/[<session>/]<utt>.<ext>`` folder
 
 import logging
 import os
+import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
+
+import soundfile as sf
 
 from fefa_speechbrain.data.audio import conversion_hint, is_unsupported
 
 logger = logging.getLogger(__name__)
 
 VOX1_TEST_ZIP = "vox1_test_wav.zip"
+_CSV_VARIABLE = re.compile(r"\$[\w.]+")
+# Files with these extensions are audio: when not read, the report says why.
+AUDIO_EXTENSIONS = {"." + name.lower() for name in sf.available_formats()} | {
+    ".mp3", ".m4a", ".aac", ".mp4", ".wma", ".opus", ".amr", ".webm", ".3gp", ".aif",
+    ".aiff", ".oga", ".spx", ".ape", ".wv", ".mka",
+}
 
 @dataclass(frozen=True)
 class Utterance:
@@ -56,12 +65,43 @@ class Utterance:
 
 
 
-def _walk(folder, max_depth, prefix=()):
-    """Yields ``(parts, DirEntry)`` of the files at most ``max_depth`` levels down."""
+def name_problem(rel):
+    """Why a file name cannot go through the formats it feeds (None when it can).
+
+    Trial lists quote names with spaces; SpeechBrain's CSV loader reads ``$word`` as a
+    variable to replace, and no line-based format holds a line break.
+
+    Example
+    -------
+    >>> name_problem("spk/zoom in_01.wav") is None
+    True
+    >>> name_problem("spk/take$1.wav")
+    "'$1.wav' in the name: SpeechBrain's CSV loader reads $name as a variable; rename the file"
+    """
+    variable = _CSV_VARIABLE.search(rel)
+    if variable:
+        return (
+            f"'{variable.group(0)}' in the name: SpeechBrain's CSV loader reads $name as a "
+            "variable; rename the file"
+        )
+    if "\n" in rel or "\r" in rel:
+        return "a line break in the name: no line-based list can hold it; rename the file"
+    return None
+
+
+def _ignore(ignored, path, reason):
+    logger.warning("not used: %s: %s", path, reason)
+    if ignored is not None:
+        ignored.append({"path": path, "action": "skipped", "reasons": [reason]})
+
+
+def _walk(folder, max_depth, prefix=(), ignored=None):
+    """Yields ``(parts, DirEntry)`` of the files at most ``max_depth`` levels down;
+    folders that cannot be listed and links to nothing go to ``ignored``."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as err:
-        logger.warning("cannot list %s: %s", folder, err)
+        _ignore(ignored, folder, f"folder cannot be listed: {err.strerror or err}")
         return
     for entry in entries:
         if entry.name.startswith("."):
@@ -69,33 +109,52 @@ def _walk(folder, max_depth, prefix=()):
         parts = prefix + (entry.name,)
         if entry.is_dir():
             if len(parts) < max_depth:
-                yield from _walk(entry.path, max_depth, parts)
+                yield from _walk(entry.path, max_depth, parts, ignored)
+            else:
+                _ignore(ignored, entry.path, f"a folder deeper than {max_depth} levels")
         elif entry.is_file():
             yield parts, entry
+        elif entry.is_symlink():
+            target = os.readlink(entry.path)
+            _ignore(ignored, entry.path, f"a link to {target}, which does not exist")
 
 
-def _scan(base, depths, extensions, root=0):
-    """Audio files ``depths`` levels below ``base``; also m4a files with no converted twin."""
+def _scan(base, depths, extensions, root=0, ignored=None):
+    """Audio files ``depths`` levels below ``base``; also m4a files with no converted twin.
+    Every other file is listed in ``ignored`` with the reason."""
     found, unsupported = [], []
-    for parts, entry in _walk(base, max(depths)):
-        if len(parts) not in depths:
-            continue
+    for parts, entry in _walk(base, max(depths), ignored=ignored):
         stem, ext = os.path.splitext(parts[-1])
         key = parts[:-1] + (stem,)
-        if ext.lower() in extensions:
-            found.append(Utterance(key, "/".join(parts), entry.path, entry.stat().st_size, root))
+        if ext.lower() not in extensions and ext.lower() not in AUDIO_EXTENSIONS:
+            continue  # not audio (README, transcripts, ...)
+        if len(parts) not in depths:
+            _ignore(ignored, entry.path, "not at <speaker>/[<session>/]<file>")
+        elif ext.lower() in extensions:
+            rel = "/".join(parts)
+            problem = name_problem(rel)
+            if problem is None:
+                found.append(Utterance(key, rel, entry.path, entry.stat().st_size, root))
+            else:
+                _ignore(ignored, entry.path, problem)
         elif is_unsupported(entry.name):
             unsupported.append((key, entry.path))
+        else:
+            _ignore(
+                ignored, entry.path,
+                f"extension {ext or '(none)'} is not read (extensions: {sorted(extensions)}); "
+                "convert it to WAV or FLAC, or add the extension if soundfile reads it",
+            )
     converted = {u.parts for u in found}
     return found, [path for key, path in unsupported if key not in converted]
 
 
-def scan_voxceleb(roots):
+def scan_voxceleb(roots, ignored=None):
     utterances, unsupported, bases = [], [], []
     for number, root in enumerate(roots):
         base = os.path.join(root, "wav")
         if os.path.isdir(base):
-            found, m4a = _scan(base, (3,), (".wav",), number)
+            found, m4a = _scan(base, (3,), (".wav",), number, ignored)
         elif os.path.isdir(os.path.join(root, "aac")):
             base = os.path.join(root, "aac")
             found, m4a = _scan(base, (3,), (), number)
@@ -114,8 +173,8 @@ def scan_voxceleb(roots):
     return utterances
 
 
-def scan_folder(root, extensions):
-    utterances, unsupported = _scan(root, (2, 3), extensions)
+def scan_folder(root, extensions, ignored=None):
+    utterances, unsupported = _scan(root, (2, 3), extensions, ignored=ignored)
     if unsupported:
         raise ValueError(_unsupported_message(unsupported, [root]))
     if not utterances:
