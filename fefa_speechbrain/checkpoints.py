@@ -76,6 +76,13 @@ class AtomicCheckpointer(Checkpointer):
             staged = super().save_checkpoint(
                 meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG
             )
+        except (OSError, RuntimeError) as error:  # torch.save names no file
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise type(error)(
+                f"saving a checkpoint in {self.checkpoints_dir} failed (disk full or not "
+                f"writable?): {first}. The previous checkpoints are intact; free space and "
+                "run the same command again."
+            ) from error
         finally:
             self._staging = False
         ddp_barrier()

@@ -216,3 +216,13 @@ def test_a_key_given_twice_on_the_command_line_is_refused(corpus, tmp_path):
     assert code != 0
     assert "ValueError: command line: --fefa is given twice; keep one value" in output, output[-3000:]
     assert not (tmp_path / "out").exists() and not (tmp_path / "prep").exists()
+
+
+def test_a_trained_checkpoints_fefa_parameters_have_moved(trained):
+    """FEFA starts at zero (the identity); one epoch of training must move it."""
+    import torch
+
+    (checkpoint,) = (trained / "out" / "save").glob("CKPT+*")
+    state = torch.load(checkpoint / "embedding_model.ckpt", weights_only=True)
+    fefa = {k: v for k, v in state.items() if k.startswith("input_fefa.")}
+    assert fefa and all(float(v.abs().max()) > 0 for v in fefa.values()), fefa

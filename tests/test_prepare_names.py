@@ -100,3 +100,36 @@ def _speaker_list(tmp_path, speakers):
     path = tmp_path / "test_speakers.txt"
     path.write_text("\n".join(speakers) + "\n")
     return str(path)
+
+
+def test_disk_and_encoding_errors_name_the_file_and_leave_it_intact(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+    import torch
+
+    from fefa_speechbrain import atomic
+    from fefa_speechbrain.atomic import atomic_write_text
+    from fefa_speechbrain.checkpoints import AtomicCheckpointer
+
+    target = tmp_path / "train.csv"
+    target.write_text("old\n")
+    with pytest.raises(ValueError, match=rf"{target}: cannot write '\\udce9' as utf-8"):
+        atomic_write_text(target, "caf\udce9.wav\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match=rf"No space left on device \(writing {target}\)"):
+        atomic_write_text(target, "new\n")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
+    monkeypatch.undo()
+
+    def no_space(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
+
+    checkpointer = AtomicCheckpointer(tmp_path / "save", recoverables={"m": torch.nn.Linear(2, 2)})
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(RuntimeError, match=rf"saving a checkpoint in {tmp_path / 'save'} failed"):
+        checkpointer.save_checkpoint()
