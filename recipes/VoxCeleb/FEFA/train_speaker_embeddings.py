@@ -251,9 +251,12 @@ def load_training_hparams(hparams_file, overrides=None, overwrite=False):
         overrides = add_override(overrides, "n_speakers", n_speakers)
         hparams = load_hparams(hparams_file, overrides)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    for stage in ("train", "valid"):
-        options = hparams[f"{stage}_dataloader_options"]
-        check_batches(stage, hparams[f"{stage}_annotation"], options, world_size)
+    check_batches(
+        "train", hparams["train_annotation"], hparams["train_dataloader_options"], world_size
+    )
+    check_batches(
+        "valid", hparams["valid_annotation"], hparams["valid_dataloader_options"], world_size
+    )
     if if_main_process():
         annotations = {key: hparams[key] for key in CORPUS_FILES}
         label_file = os.path.join(hparams["save_folder"], "label_encoder.txt")
