@@ -557,7 +557,7 @@ def deploy_speed(model_name, settings):
             path = os.path.join(tmpdir, label + suffix)
             try:
                 start = time.perf_counter()
-                export_graph(model, path, fmt)
+                export_graph(model, path, fmt, n_bins=feats.shape[-1])
                 result[f"{label}_export_seconds"] = time.perf_counter() - start
                 graph = GraphModel(path)
                 runners[label] = lambda f, l, graph=graph: graph(f, l).flatten(1)

@@ -137,13 +137,14 @@ def _load(args):
 def _embedder(model, args, workdir):
     """A SpeakerEmbedder on the chosen backend (graphs are exported into ``workdir``)."""
     from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-    from fefa_speechbrain.graph_export import export_graph, graph_embedder
+    from fefa_speechbrain.graph_export import export_graph, front_end_bins, graph_embedder
 
     if args.backend == "pytorch":
         return SpeakerEmbedder(model.modules, device=args.device)
     fmt = "onnx" if args.backend == "onnxruntime" else "torchscript"
     path = os.path.join(workdir, "embedding_model.onnx" if fmt == "onnx" else "embedding_model.pt")
-    export_graph(model.modules["embedding_model"], path, fmt)
+    n_bins = front_end_bins(model.modules, model.sample_rate)
+    export_graph(model.modules["embedding_model"], path, fmt, n_bins)
     return graph_embedder(model.modules, path, threads=args.threads)
 
 
@@ -231,10 +232,11 @@ def run_verify(args, workdir):
 
 def run_export(args, workdir):
     from fefa_speechbrain.evaluation.model_source import load_model
-    from fefa_speechbrain.graph_export import export_graph
+    from fefa_speechbrain.graph_export import export_graph, front_end_bins
 
     model = load_model(args.model, savedir=args.savedir)
-    metadata = export_graph(model.modules["embedding_model"], args.output, args.format)
+    n_bins = front_end_bins(model.modules, model.sample_rate)
+    metadata = export_graph(model.modules["embedding_model"], args.output, args.format, n_bins)
     print(
         f"{args.format} graph of {args.model}: {args.output}\n  inputs: feats [batch, time, "
         f"{metadata['n_bins']}] and relative lengths [batch]; front-end {metadata['front_end']}"

@@ -64,8 +64,10 @@ class _TraceableSpeechBrain:
         return False
 
 
-def graph_metadata(embedding_model):
+def graph_metadata(embedding_model, n_bins=None):
     """What a runner needs besides the graph: n_bins, min_frames, where the front-end is.
+
+    ``n_bins`` defaults to the model's own ``n_bins`` (the package's backbones), else 257.
 
     Example
     -------
@@ -74,7 +76,7 @@ def graph_metadata(embedding_model):
     65
     """
     return {
-        "n_bins": int(getattr(embedding_model, "n_bins", 257)),
+        "n_bins": int(n_bins or getattr(embedding_model, "n_bins", 257)),
         "min_frames": int(getattr(embedding_model, "min_frames", 1)),
         "front_end": "outside: feats = FrameNormalization(Spectrogram(wavs)), frame-exact lengths",
         "inputs": list(INPUT_NAMES),
@@ -92,7 +94,7 @@ def example_features(n_bins=257, batch=2, seconds=EXAMPLE_SECONDS, seed=0):
     return feats * valid.unsqueeze(2), lengths
 
 
-def export_graph(embedding_model, path, fmt):
+def export_graph(embedding_model, path, fmt, n_bins=None):
     """Writes the embedding model as an ONNX or TorchScript file (atomically).
 
     Arguments
@@ -105,6 +107,9 @@ def export_graph(embedding_model, path, fmt):
     fmt : str
         ``"onnx"`` (legacy exporter, opset 17, dynamic batch and time) or
         ``"torchscript"`` (trace + freeze).
+    n_bins : int
+        Features per frame; needed for models that do not say (e.g. a ``FEFAWrapper``
+        around a model on 80 fbanks). :func:`front_end_bins` measures it.
 
     Returns
     -------
@@ -125,7 +130,7 @@ def export_graph(embedding_model, path, fmt):
     from fefa_speechbrain.checks import check_choice
 
     check_choice("format", fmt, FORMATS)
-    metadata = graph_metadata(embedding_model)
+    metadata = graph_metadata(embedding_model, n_bins)
     was_training = embedding_model.training
     graph = _EmbeddingGraph(embedding_model.eval()).eval()
     example = example_features(metadata["n_bins"])
@@ -160,6 +165,19 @@ def _export_onnx(graph, example, buffer, metadata):
     buffer.seek(0)
     buffer.truncate()
     buffer.write(model.SerializeToString())
+
+
+def front_end_bins(modules, sample_rate=16000):
+    """Features per frame of a model's front-end (``compute_features``), measured.
+
+    Example
+    -------
+    >>> from fefa_speechbrain.lobes.features import Spectrogram
+    >>> front_end_bins({"compute_features": Spectrogram()})
+    257
+    """
+    with torch.no_grad():
+        return int(modules["compute_features"](torch.zeros(1, sample_rate // 2)).shape[-1])
 
 
 def pad_to_min_frames(feats, lengths, min_frames):
