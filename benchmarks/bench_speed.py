@@ -39,7 +39,9 @@ Parts (``--parts``, all by default):
     front-end (spectrogram + normalization, outside the graphs) is timed apart and added
     for the end-to-end RTF. Embedding change: max abs difference and lowest cosine to
     fp32 on an input no path was built with. Memory: the process's peak RSS after the
-    fp32 path, and after every path.
+    model is built and has run once in PyTorch fp32 (before any export; imports of
+    torch and SpeechBrain included), and at the end (exports, int8 calibration and
+    every path included).
 ``jobs``
     What ``bench_quality.py --jobs`` should be on this machine: the training throughput
     of its CPU setting (batch 16, 1 s crops) with one process of ``--threads`` threads
@@ -545,7 +547,8 @@ def deploy_speed(model_name, settings):
         feats, lengths = front_end(wavs)
         unseen_input = front_end(unseen)
         runners = {"pytorch_fp32": lambda f, l: model(f, l).flatten(1)}
-        result["peak_rss_mib_after_fp32"] = None
+        runners["pytorch_fp32"](feats, lengths)  # before any export: the PyTorch path's peak
+        result["peak_rss_mib_after_fp32"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         if cpu_has_bf16():
             def bf16(f, l):
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -576,11 +579,8 @@ def deploy_speed(model_name, settings):
         reference = runners["pytorch_fp32"](*unseen_input)
         times = {label: [] for label in runners}
         times["front_end"] = []
-        for label, run in runners.items():  # warm-up (and the fp32 memory peak first)
+        for run in runners.values():  # warm-up
             run(feats, lengths)
-            if label == "pytorch_fp32":
-                result["peak_rss_mib_after_fp32"] = (
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
         for _ in range(rounds):
             start = time.perf_counter()
             front_end(wavs)
