@@ -158,3 +158,23 @@ def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "fefa_speechbrain", "--help"],
                             capture_output=True, text=True, timeout=120, cwd="/")
     assert result.returncode == 0 and "embed,score,verify,export" in result.stdout
+
+
+def test_export_script_stores_and_prints_thresholds(setup, capsys, monkeypatch):
+    import runpy
+
+    from test_robustness import RECIPE
+
+    out = setup["root"] / "pretrained_by_script"
+    monkeypatch.setattr(sys, "argv", [
+        "export_pretrained.py", str(setup["root"] / "experiment"), str(out),
+        f"--threshold_trials={setup['trials_file']}", f"--audio_root={setup['audio']}",
+    ])
+    runpy.run_path(f"{RECIPE}/export_pretrained.py", run_name="__main__")
+    printed = capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    eer = config["thresholds"]["eer"]
+    assert f"Stored threshold eer: {eer['value']:.4f} ({eer['description']})" in printed
+    assert f"fefa-speechbrain verify {out}" in printed
+    reference = json.loads(open(os.path.join(setup["pretrained"], "config.json")).read())
+    assert eer["value"] == pytest.approx(reference["thresholds"]["eer"]["value"], abs=1e-6)

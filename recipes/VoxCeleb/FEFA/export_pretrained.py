@@ -16,6 +16,7 @@ list are stored in config.json (used by ``fefa-speechbrain verify``).
 """
 
 import argparse
+import json
 import sys
 
 from fefa_speechbrain.export import export_pretrained
@@ -52,3 +53,9 @@ if __name__ == "__main__":
     )
     print(f"Exported {args.experiment_folder} to {folder}. Load it with:\n")
     print(LOAD_SNIPPET.format(folder=folder))
+    thresholds = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("thresholds", {})
+    for name in ("eer", "far_1pct"):
+        if name in thresholds:
+            print(f"\nStored threshold {name}: {thresholds[name]['value']:.4f} "
+                  f"({thresholds[name]['description']})", end="")
+    print(f"\nDecide with: fefa-speechbrain verify {folder} enrol.wav test.wav" if thresholds else "")
