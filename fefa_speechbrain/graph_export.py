@@ -17,6 +17,8 @@ import warnings
 import torch
 
 from fefa_speechbrain.atomic import atomic_open
+from fefa_speechbrain.checks import check_choice
+from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("feats", "lengths")
@@ -127,8 +129,6 @@ def export_graph(embedding_model, path, fmt, n_bins=None):
     >>> bool(torch.allclose(graph(feats, lengths)[:, 0], model(feats, lengths)[:, 0], atol=1e-5))
     True
     """
-    from fefa_speechbrain.checks import check_choice
-
     check_choice("format", fmt, FORMATS)
     metadata = graph_metadata(embedding_model, n_bins)
     was_training = embedding_model.training
@@ -264,7 +264,5 @@ def graph_embedder(modules, path, threads=1):
     ``modules`` gives the front-end (``compute_features``, ``mean_var_norm``) of the
     model the graph was exported from.
     """
-    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-
     front_end = {key: modules[key] for key in ("compute_features", "mean_var_norm")}
     return SpeakerEmbedder({**front_end, "embedding_model": GraphModel(path, threads)})
