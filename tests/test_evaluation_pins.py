@@ -29,17 +29,19 @@ Utt = namedtuple("Utt", ["speaker", "rel"])
 # ------------------------------------------------------------- generated non-target trials
 
 
-@pytest.mark.parametrize("n_trials", [None, 60, 7])
+@pytest.mark.parametrize("n_trials", [None, 400, 200])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_generated_trials_over_many_speakers(n_trials, seed):
-    """40 speakers x 3 files: 120 target pairs and 7,020 non-target pairs, so the
-    non-targets come from the rejection-sampling branch (more than 4x what is needed)."""
-    utts = [Utt(f"spk{s:02d}", f"spk{s:02d}/{u}.wav") for s in range(40) for u in range(3)]
+    """20 speakers x 8 files: 560 target pairs and 12,160 non-target pairs, so the
+    non-targets come from the rejection-sampling branch (more than 4x what is needed);
+    a random pair is of one speaker 4.4 % of the time, so a sampler that let such pairs
+    (or self-pairs) through would show them here."""
+    utts = [Utt(f"spk{s:02d}", f"spk{s:02d}/{u}.wav") for s in range(20) for u in range(8)]
     speaker = {u.rel: u.speaker for u in utts}
     trials = generate_trials(utts, n_trials=n_trials, seed=seed)
     targets = [t for t in trials if t.label == 1]
     nontargets = [t for t in trials if t.label == 0]
-    expected_targets = 120 if n_trials is None else n_trials // 2
+    expected_targets = 560 if n_trials is None else n_trials // 2
     assert len(targets) == expected_targets and len(nontargets) == expected_targets
     assert all(speaker[t.enrol] == speaker[t.test] for t in targets)
     assert all(speaker[t.enrol] != speaker[t.test] for t in nontargets)  # cross-speaker
