@@ -22,7 +22,7 @@ from fefa_speechbrain.checks import check_choice
 from fefa_speechbrain.data.trials import quote_path, read_trials, trial_files
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
 from fefa_speechbrain.evaluation.metrics import det_curve, verification_report
-from fefa_speechbrain.evaluation.model_source import load_model, model_kind
+from fefa_speechbrain.evaluation.model_source import load_model
 from fefa_speechbrain.plotting import plot_det
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
@@ -216,7 +216,6 @@ def evaluate_experiment(
     dict : the results (EER, minDCF at p_target 0.01 and 0.05, thresholds, counts, files).
     """
     check_choice("score_norm", score_norm, SCORE_NORMS)
-    model_kind(experiment_folder)
     if score_norm is not None and cohort_csv is None:
         raise ValueError(f"score_norm={score_norm!r} needs cohort_csv (the training CSV)")
     check_writable_folder(output_folder)
