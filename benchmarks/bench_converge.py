@@ -1,0 +1,269 @@
+"""Converged trainings on the shared real speech: learning-speed suspects, the protocol.
+
+Each experiment is a recipe yaml plus overrides, trained with the recipe's own
+``train_speaker_embeddings.py`` on the fixed Speech Commands protocol (prepared by
+``bench_quality.py``'s preparation: 184 training speakers, 40 test speakers, 20,007
+trials), then scored with ``speaker_verification.py``. Runs are sequential inside one
+call (``--threads`` torch threads each); start one call per core for parallel queues.
+A killed call is resumed by running it again: the recipe resumes from its checkpoint,
+and finished runs are skipped.
+
+Per run, ``<runs-dir>/<name>/converge_run.json`` keeps the commands, the per-epoch
+training loss and validation error, the EER and minDCF, the wall time and the machine.
+``--report`` gathers every run into ``benchmarks/results/converge.{json,md}``.
+
+Examples
+--------
+python benchmarks/bench_converge.py --list
+python benchmarks/bench_converge.py tr34_base tr34_no_relu --threads 1
+python benchmarks/bench_converge.py --report
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import namedtuple
+
+import bench_quality
+import protocol
+from fefa_speechbrain.atomic import atomic_write_text
+from fefa_speechbrain.data.trials import format_trial_line, generate_trials
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "VoxCeleb", "FEFA")
+DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data",
+                                             "speech_commands_v002_test"))
+TR34 = "train_thin_resnet34_tap.yaml"
+ECAPA = "train_ecapa_fefa.yaml"
+
+# The learning-speed budget: 4 epochs x 210 steps (batch 16 of 1 s), width 0.25.
+SUSPECT = {"width": 0.25, "number_of_epochs": 4, "lr": 0.001, "lr_final": 0.0001,
+           "batch_size": 16, "sentence_len": 1.0, "fefa": "single"}
+EXPERIMENTS = {
+    # one suspect at a time, against tr34_base (the published settings at CPU width)
+    "tr34_base": (TR34, dict(SUSPECT)),
+    "tr34_no_relu": (TR34, dict(SUSPECT, emb_relu=False)),
+    "tr34_log": (TR34, dict(SUSPECT, log_spectrum=True)),
+    "tr34_lr3e-3_warmup": (TR34, dict(SUSPECT, lr=0.003, lr_final=0.0003, lr_warmup_steps=200)),
+    "tr34_batch64": (TR34, dict(SUSPECT, batch_size=64, lr=0.002, lr_final=0.0002)),
+    "tr34_width0.5": (TR34, dict(SUSPECT, width=0.5)),
+    "ecapa128_suspect": (ECAPA, dict(SUSPECT, width=None, ecapa_channels=128)),
+    "tr34_fbank80": (os.path.join(REPO, "benchmarks", "hparams", "train_thin_resnet34_tap_fbank.yaml"),
+                     dict(SUSPECT)),
+}
+# Converged candidates: 20 epochs x 105 steps (batch 32 of 1 s), warm-up, channel augmentation.
+CONVERGE = {"number_of_epochs": 20, "batch_size": 32, "sentence_len": 1.0, "lr": 0.002,
+            "lr_final": 0.0001, "lr_warmup_steps": 200, "random_channel": True}
+# ECAPA-TDNN at 128 channels: 10 epochs x 210 steps (batch 16 of 1 s); augmentations one by one.
+ECAPA128 = {"ecapa_channels": 128, "number_of_epochs": 10, "batch_size": 16, "sentence_len": 1.0,
+            "lr": 0.001, "lr_final": 0.0001, "fefa": "single"}
+EXPERIMENTS.update({
+    "ecapa128_single": (ECAPA, dict(ECAPA128)),
+    "ecapa128_single_rc": (ECAPA, dict(ECAPA128, random_channel=True)),
+    "ecapa128_single_aug": (ECAPA, dict(ECAPA128, augment=True)),
+    "ecapa128_single_aam": (ECAPA, dict(ECAPA128, head="aam")),
+    "ecapa128_none": (ECAPA, dict(ECAPA128, fefa="none")),
+    "ecapa128_single_fefalr10": (ECAPA, dict(ECAPA128, fefa_lr_multiplier=10.0)),
+    "ecapa128_single_fefalr100": (ECAPA, dict(ECAPA128, fefa_lr_multiplier=100.0)),
+})
+EXPERIMENTS.update({
+    "ecapa256_single_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="single")),
+    "ecapa256_none_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="none")),
+})
+
+
+def _flag(key, value):
+    return f"--{key}={'null' if value is None else value}"
+
+
+def commands(name, args):
+    """(train command, verify command, run folder) of one experiment (``name[:seed]``)."""
+    base, _, seed = name.partition(":")
+    yaml, overrides = EXPERIMENTS[base]
+    folder = run_folder(name, args)
+    prepared = os.path.join(args.runs_dir, "prepared")
+    settings = {
+        "corpus": "folder", "data_folder": args.data_folder, "verification_file": None,
+        "skip_prep": True, "prep_folder": prepared, "output_folder": folder,
+        "num_workers": 0, "seed": int(seed) if seed else args.seed,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    yaml = os.path.relpath(os.path.join(RECIPE, "hparams", yaml), RECIPE)
+    train = [sys.executable, "train_speaker_embeddings.py", yaml]
+    train += [_flag(k, v) for k, v in settings.items()] + ["--noprogressbar"]
+    train += args.extra
+    verify = [sys.executable, "speaker_verification.py", "hparams/verification.yaml",
+              f"--data_folder={args.data_folder}", f"--experiment_folder={folder}",
+              f"--verification_file={os.path.join(prepared, 'trials.txt')}",
+              f"--audio_root={args.data_folder}"]
+    return train, verify, folder
+
+
+def write_dev_trials(args):
+    """The validation trials: every target pair of the dev clips (held-out clips of the
+    training speakers, ``dev.csv``) and as many seeded non-target pairs. Settings are
+    chosen on these and on the validation error, never on the test trials."""
+    prepared = os.path.join(args.runs_dir, "prepared")
+    path = os.path.join(prepared, "dev_trials.txt")
+    if os.path.isfile(path):
+        return path
+    Utt = namedtuple("Utt", ["speaker", "rel"])
+    with open(os.path.join(prepared, "dev.csv"), newline="", encoding="utf-8") as fin:
+        utts = {Utt(row["spk_id"], os.path.relpath(row["wav"], args.data_folder))
+                for row in csv.DictReader(fin)}
+    trials = generate_trials(sorted(utts), seed=args.seed)
+    atomic_write_text(path, "".join(format_trial_line(t) for t in trials))
+    return path
+
+
+def run_folder(name, args):
+    """``<runs-dir>/<name>``, or ``<runs-dir>/<name>_s<seed>`` for ``name:seed``."""
+    base, _, seed = name.partition(":")
+    return os.path.join(args.runs_dir, f"{base}_s{seed}" if seed else base)
+
+
+def dev_verify_command(name, args):
+    """Verification on the validation trials (pairs of dev clips, training speakers)."""
+    folder = run_folder(name, args)
+    trials = os.path.join(args.runs_dir, "prepared", "dev_trials.txt")
+    return [sys.executable, "speaker_verification.py", "hparams/verification.yaml",
+            f"--data_folder={args.data_folder}", f"--experiment_folder={folder}",
+            f"--verification_file={trials}",
+            f"--audio_root={args.data_folder}", f"--output_folder={folder}/verification_dev"]
+
+
+def dev_results(name, args):
+    """EER and minDCF on the validation trials (computed once, then read back)."""
+    folder = run_folder(name, args)
+    path = os.path.join(folder, "verification_dev", "results.json")
+    if not os.path.isfile(path):
+        command = dev_verify_command(name, args)
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        with open(os.path.join(folder, "converge_log.txt"), "a", encoding="utf-8") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            subprocess.run(command, cwd=RECIPE, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           check=True)
+    with open(path, encoding="utf-8") as fin:
+        return json.load(fin)
+
+
+def parse_log(path):
+    """[(epoch, train loss, valid loss, valid error)] from the recipe's train_log.txt."""
+    rows = []
+    if not os.path.isfile(path):
+        return rows
+    with open(path, encoding="utf-8") as fin:
+        for line in fin:
+            if "valid ErrorRate:" not in line:
+                continue
+            fields = dict(part.strip().rsplit(": ", 1) for part in line.replace(" - ", ",").split(","))
+            rows.append((int(fields["epoch"]), float(fields["train loss"]),
+                         float(fields["valid loss"]), float(fields["valid ErrorRate"])))
+    return rows
+
+
+def run_one(name, args):
+    train, verify, folder = commands(name, args)
+    record_path = os.path.join(folder, "converge_run.json")
+    if os.path.isfile(record_path):
+        print(f"[converge] {name}: done before, skipped", flush=True)
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               PYTHONUNBUFFERED="1")
+    os.makedirs(folder, exist_ok=True)
+    log_path = os.path.join(folder, "converge_log.txt")
+    seconds = {}
+    for stage, command in (("train", train), ("verify", verify)):
+        start = time.perf_counter()
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            done = subprocess.run(command, cwd=RECIPE, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            sys.exit(f"[converge] {name}: {stage} failed ({done.returncode}), see {log_path}")
+        seconds[stage] = time.perf_counter() - start
+    with open(os.path.join(folder, "verification", "results.json"), encoding="utf-8") as fin:
+        results = json.load(fin)
+    dev = dev_results(name, args)
+    record = {
+        "name": name, "machine": protocol.machine_info(), "threads": args.threads,
+        "train_command": " ".join(["python"] + train[1:]),
+        "verify_command": " ".join(["python"] + verify[1:]),
+        "epochs": parse_log(os.path.join(folder, "train_log.txt")),
+        "eer": results["eer"], "min_dcf_0.01": results["min_dcf_0.01"],
+        "min_dcf_0.05": results["min_dcf_0.05"], "seconds": seconds,
+        "dev_eer": dev["eer"], "dev_min_dcf_0.01": dev["min_dcf_0.01"],
+        "dev_verify_command": " ".join(["python"] + dev_verify_command(name, args)[1:]),
+    }
+    protocol.write_json(record_path, record)
+    last = record["epochs"][-1] if record["epochs"] else None
+    print(f"[converge] {name}: EER {100 * record['eer']:.2f} %, last epoch {last}, "
+          f"train {seconds['train'] / 60:.1f} min", flush=True)
+
+
+def report(args):
+    records = []
+    for name in sorted(os.listdir(args.runs_dir)):
+        path = os.path.join(args.runs_dir, name, "converge_run.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fin:
+                record = json.load(fin)
+            name = record["name"]
+            if "dev_eer" not in record:
+                dev = dev_results(name, args)
+                record.update({"dev_eer": dev["eer"], "dev_min_dcf_0.01": dev["min_dcf_0.01"]})
+                record["dev_verify_command"] = " ".join(
+                    ["python"] + dev_verify_command(name, args)[1:])
+                protocol.write_json(path, record)
+            records.append(record)
+    lines = ["| run | epochs | valid error per epoch | dev EER % | test EER % | "
+             "test minDCF(0.01) | train min |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        curve = " ".join(f"{e[3]:.2f}" for e in r["epochs"])
+        lines.append(f"| {r['name']} | {len(r['epochs'])} | {curve} | {100 * r['dev_eer']:.2f} | "
+                     f"{100 * r['eer']:.2f} | "
+                     f"{r['min_dcf_0.01']:.3f} | {r['seconds']['train'] / 60:.1f} |")
+    text = "\n".join(lines)
+    out = os.path.join(REPO, "benchmarks", "results", "converge")
+    protocol.write_json(out + ".json", {"runs": records})
+    protocol.write_markdown(out + ".md", text)
+    print(text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"experiments: {sorted(EXPERIMENTS)}")
+    parser.add_argument("--data-folder", default=DEFAULT_DATA)
+    parser.add_argument("--runs-dir", default=os.path.join(REPO, "benchmarks", "results", "runs"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--extra", nargs="*", default=[], help="more recipe flags, every run")
+    args = parser.parse_args(argv)
+    args.runs_dir = os.path.abspath(args.runs_dir)
+    if args.report:
+        write_dev_trials(args)
+        return report(args)
+    unknown = [name for name in args.names if name.partition(":")[0] not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiments {unknown}; choose from {sorted(EXPERIMENTS)}")
+    if not args.list:
+        # the fixed protocol's preparation (idempotent), as bench_quality.py runs it
+        bench_quality.prepare(args, lambda message: print(f"[converge] {message}", flush=True))
+        write_dev_trials(args)
+    for name in args.names or (sorted(EXPERIMENTS) if args.list else []):
+        if args.list:
+            train, verify, _ = commands(name, args)
+            print(" ".join(["python"] + train[1:]))
+            continue
+        run_one(name, args)
+
+
+if __name__ == "__main__":
+    main()
