@@ -104,7 +104,8 @@ def build_parser():
     embed.add_argument("--output", required=True, help="FILE.npy (+ FILE.txt index) or FILE.pt")
     with_runtime(embed)
 
-    score = with_model("score", "Score a trial list 'label enrol test'; EER and minDCF.")
+    score = with_model("score", "Score a trial list ('label enrol test', or 'enrol test' "
+                       "without labels); EER and minDCF when it has labels.")
     score.add_argument("trials", metavar="TRIALS", help="trial list (VoxCeleb's veri_test2.txt format)")
     score.add_argument("--audio-root", default=None, help="folder the trial paths are under")
     score.add_argument("--output", default="scores.txt", help="scores file (%(default)s)")
@@ -183,7 +184,7 @@ def run_score(args, workdir):
     from fefa_speechbrain.evaluation.metrics import verification_report
     from fefa_speechbrain.evaluation.verification import cosine_scores, write_scores
 
-    trials = read_trials(args.trials, args.audio_root)
+    trials = read_trials(args.trials, args.audio_root, require_labels=False)
     model = _load(args)
     embedder = _embedder(model, args, workdir)
     embeddings = embedder.embed_files(
@@ -191,8 +192,11 @@ def run_score(args, workdir):
     )
     scores = cosine_scores(embeddings, trials)
     write_scores(args.output, trials, scores)
-    labels = np.array([trial.label for trial in trials])
     print(f"{len(trials)} trials scored: {args.output}")
+    if trials[0].label is None:
+        print("no labels in the list: scores only, no EER")
+        return 0
+    labels = np.array([trial.label for trial in trials])
     if 0 < labels.sum() < len(labels):
         report = verification_report(scores, labels)
         print(

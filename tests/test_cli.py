@@ -178,3 +178,22 @@ def test_export_script_stores_and_prints_thresholds(setup, capsys, monkeypatch):
     assert f"fefa-speechbrain verify {out}" in printed
     reference = json.loads(open(os.path.join(setup["pretrained"], "config.json")).read())
     assert eer["value"] == pytest.approx(reference["thresholds"]["eer"]["value"], abs=1e-6)
+
+
+def test_score_unlabelled_list_gives_scores_only(setup, capsys, tmp_path):
+    labelled = open(setup["trials_file"], encoding="utf-8").read().splitlines()
+    unlabelled = tmp_path / "pairs.txt"
+    unlabelled.write_text("".join(" ".join(line.split()[1:]) + "\n" for line in labelled))
+    output = tmp_path / "scores.txt"
+    status, out, err = run(capsys, "score", setup["pretrained"], unlabelled,
+                           "--audio-root", setup["audio"], "--output", output)
+    assert status == 0, err
+    lines = [line.split() for line in output.read_text().splitlines()]
+    assert all(len(fields) == 3 for fields in lines)
+    np.testing.assert_allclose([float(f[2]) for f in lines], setup["scores"], atol=1e-5)
+    assert "no labels" in out and "EER " not in out.replace("no EER", "")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(labelled[0] + "\n" + " ".join(labelled[1].split()[1:]) + "\n")
+    status, out, err = run(capsys, "score", setup["pretrained"], mixed,
+                           "--audio-root", setup["audio"])
+    assert status != 0 and "label every line or none" in err

@@ -88,8 +88,12 @@ class TrialListError(ValueError):
     """A trial list with malformed lines, unknown labels or missing files."""
 
 
-def read_trial_list(path, resolve=None, where=None, allow_outside_root=False):
+def read_trial_list(path, resolve=None, where=None, allow_outside_root=False,
+                    require_labels=True):
     """Reads and validates a trial list (``label enrol test`` per line).
+
+    With ``require_labels=False`` a list may instead be all ``enrol test`` lines (no
+    labels: the trials' ``label`` is None, for scoring only); a list mixing both is refused.
 
     Arguments
     ---------
@@ -160,16 +164,19 @@ def read_trial_list(path, resolve=None, where=None, allow_outside_root=False):
             continue
         if not fields:
             continue
+        if len(fields) == 2 and not require_labels:
+            fields = [None] + fields
         if len(fields) != 3:
             hint = " (a path with spaces must be quoted: 'a b.wav')" if len(fields) > 3 else ""
+            expected = "3 fields 'label enrol test'" + (
+                "" if require_labels else " or 2 fields 'enrol test'")
             problems.append(
-                f"line {number}: expected 3 fields 'label enrol test', "
-                f"found {len(fields)}: {line.strip()!r}{hint}"
+                f"line {number}: expected {expected}, found {len(fields)}: {line.strip()!r}{hint}"
             )
             continue
         label, enrol, test = fields
         line_problems = []
-        if label not in ("0", "1"):
+        if label is not None and label not in ("0", "1"):
             line_problems.append(f"line {number}: label must be 0 or 1, found {label!r}")
         if os.path.normpath(enrol) == os.path.normpath(test):
             line_problems.append(f"line {number}: enrol and test are the same file: {enrol}")
@@ -184,7 +191,9 @@ def read_trial_list(path, resolve=None, where=None, allow_outside_root=False):
         problems.extend(line_problems)
         if not line_problems:  # one string per distinct path, however many trials use it
             enrol, test = paths.setdefault(enrol, enrol), paths.setdefault(test, test)
-            trials.append(Trial(int(label), enrol, test, number))
+            trials.append(Trial(None if label is None else int(label), enrol, test, number))
+    if len({trial.label is None for trial in trials}) > 1:
+        problems.append("some lines have a label and others do not: label every line or none")
     if problems:
         shown = "\n  ".join(problems[:MAX_TRIAL_ERRORS])
         raise TrialListError(
@@ -298,7 +307,8 @@ def _sample_nontargets(speakers, count, rng):
     return sorted(chosen)
 
 
-def read_trials(path, audio_root=None, check_files=True, allow_outside_root=False):
+def read_trials(path, audio_root=None, check_files=True, allow_outside_root=False,
+                require_labels=True):
     """A trial list with absolute paths under ``audio_root`` (default: the list's folder).
 
     Paths that leave ``audio_root`` (absolute, or ``..`` above it) are refused unless
@@ -323,7 +333,8 @@ def read_trials(path, audio_root=None, check_files=True, allow_outside_root=Fals
         raise TrialListError(f"trial list {path} does not exist")
     root = audio_root if audio_root is not None else os.path.dirname(os.path.abspath(path))
     resolve = (lambda rel: os.path.isfile(os.path.join(root, rel))) if check_files else None
-    trials = read_trial_list(path, resolve=resolve, where=root, allow_outside_root=allow_outside_root)
+    trials = read_trial_list(path, resolve=resolve, where=root,
+                             allow_outside_root=allow_outside_root, require_labels=require_labels)
     absolute = {rel: os.path.join(root, rel) for rel in trial_files(trials)}
     return [trial._replace(enrol=absolute[trial.enrol], test=absolute[trial.test]) for trial in trials]
 

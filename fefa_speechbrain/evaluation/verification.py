@@ -127,13 +127,12 @@ def normalize_scores(scores, embeddings, trials, cohort, method="s-norm", cohort
 
 
 def write_scores(path, trials, scores):
-    """Writes ``enrol test label score`` lines (atomically, streamed; paths with spaces
-    quoted as in trial lists)."""
+    """Writes ``enrol test label score`` lines, or ``enrol test score`` for unlabelled
+    trials (atomically, streamed; paths with spaces quoted as in trial lists)."""
     with atomic_open(path) as handle:
         for trial, score in zip(trials, scores):
-            handle.write(
-                f"{quote_path(trial.enrol)} {quote_path(trial.test)} {trial.label} {score:.6f}\n"
-            )
+            label = "" if trial.label is None else f" {trial.label}"
+            handle.write(f"{quote_path(trial.enrol)} {quote_path(trial.test)}{label} {score:.6f}\n")
 
 
 def cohort_files(train_csv, per_speaker=3, seed=0):
