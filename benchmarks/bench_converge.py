@@ -222,12 +222,11 @@ def report(args):
                 protocol.write_json(path, record)
             records.append(record)
     lines = ["| run | epochs | valid error per epoch | dev EER % | test EER % | "
-             "test minDCF(0.01) | train min |", "|---|---|---|---|---|---|---|"]
+             "test minDCF(0.01) |", "|---|---|---|---|---|---|"]
     for r in records:
         curve = " ".join(f"{e[3]:.2f}" for e in r["epochs"])
         lines.append(f"| {r['name']} | {len(r['epochs'])} | {curve} | {100 * r['dev_eer']:.2f} | "
-                     f"{100 * r['eer']:.2f} | "
-                     f"{r['min_dcf_0.01']:.3f} | {r['seconds']['train'] / 60:.1f} |")
+                     f"{100 * r['eer']:.2f} | {r['min_dcf_0.01']:.3f} |")
     text = "\n".join(lines)
     out = os.path.join(REPO, "benchmarks", "results", "converge")
     protocol.write_json(out + ".json", {"runs": records})
