@@ -109,3 +109,22 @@ def test_fefa_parameters_train_at_their_multiple_of_the_rate():
 def test_fefa_multiplier_of_one_keeps_a_single_group():
     brain, _ = make_fefa_brain(multiplier=1.0)
     assert len(brain.optimizer.param_groups) == 1
+
+
+def test_fefa_group_keeps_the_options_of_its_group_under_remove_vector_weight_decay():
+    from fefa_speechbrain.lobes.wrapper import FEFAWrapper
+
+    model = FEFAWrapper(torch.nn.Linear(6, 3), n_bins=6, fefa="single")
+    brain = SpeakerBrain(
+        modules={"embedding_model": model},
+        opt_class=lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=0.1),
+        hparams={"fefa_lr_multiplier": 10.0},
+        run_opts={"device": "cpu", "remove_vector_weight_decay": True},
+    )
+    brain.init_optimizers()
+    fefa_ids = {id(p) for p in model.input_fefa.parameters()}
+    fefa_groups = [g for g in brain.optimizer.param_groups if g.get("lr_scale") == 10.0]
+    assert {id(p) for g in fefa_groups for p in g["params"]} == fefa_ids
+    assert all(g["weight_decay"] == 0.0 and g["lr"] == pytest.approx(0.1) for g in fefa_groups)
+    rest = [p for g in brain.optimizer.param_groups for p in g["params"] if id(p) not in fefa_ids]
+    assert len(rest) == 2  # the linear layer's weight and bias, each once

@@ -86,22 +86,22 @@ class SpeakerBrain(sb.core.Brain):
                 )
 
     def init_optimizers(self):
-        """One optimizer; FEFA's parameters form a group of their own that trains at
-        ``fefa_lr_multiplier`` times the scheduled rate (the paper is silent on FEFA's
-        rate, and FEFA starts at the identity, where its gradients are small)."""
+        """SpeechBrain's optimizer, with FEFA's parameters moved into groups of their own
+        that train at ``fefa_lr_multiplier`` times the scheduled rate (the paper is silent
+        on FEFA's rate, and FEFA starts at the identity). Each FEFA group keeps the options
+        of the group it came from (e.g. no weight decay under remove_vector_weight_decay)."""
+        super().init_optimizers()
         multiplier = getattr(self.hparams, "fefa_lr_multiplier", 1.0)
-        fefa = [p for m in self.modules.modules() if isinstance(m, FEFA) for p in m.parameters()]
-        if multiplier == 1.0 or not fefa:
-            return super().init_optimizers()
-        ids = {id(p) for p in fefa}
-        rest = [p for p in self.modules.parameters() if id(p) not in ids]
-        self.optimizer = self.opt_class(
-            [{"params": rest, "lr_scale": 1.0}, {"params": fefa, "lr_scale": multiplier}]
-        )
+        fefa = {id(p) for m in self.modules.modules() if isinstance(m, FEFA) for p in m.parameters()}
+        if self.opt_class is None or multiplier == 1.0 or not fefa:
+            return
+        for group in list(self.optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in fefa]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in fefa]
+                options = {key: value for key, value in group.items() if key != "params"}
+                self.optimizer.add_param_group(dict(options, params=moved, lr_scale=multiplier))
         set_learning_rate(self.optimizer, self.optimizer.defaults["lr"])
-        self.optimizers_dict = {"opt_class": self.optimizer}
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
 
     def on_fit_batch_start(self, batch, should_step):
         """Linear learning-rate warm-up: step ``k`` (0-based) of the first
