@@ -69,6 +69,10 @@ EXPERIMENTS.update({
     "ecapa128_none": (ECAPA, dict(ECAPA128, fefa="none")),
     "ecapa128_single_fefalr10": (ECAPA, dict(ECAPA128, fefa_lr_multiplier=10.0)),
     "ecapa128_single_fefalr100": (ECAPA, dict(ECAPA128, fefa_lr_multiplier=100.0)),
+    # the readings of eq. (1) other than the default (local kernel, scale, rescaled)
+    "ecapa128_kernel_literal": (ECAPA, dict(ECAPA128, fefa_kernel="literal")),
+    "ecapa128_apply_pooled": (ECAPA, dict(ECAPA128, fefa_apply="pooled")),
+    "ecapa128_no_rescale": (ECAPA, dict(ECAPA128, fefa_rescale=False)),
 })
 EXPERIMENTS.update({
     "ecapa256_single_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="single")),
