@@ -74,6 +74,19 @@ EXPERIMENTS.update({
     "ecapa128_apply_pooled": (ECAPA, dict(ECAPA128, fefa_apply="pooled")),
     "ecapa128_no_rescale": (ECAPA, dict(ECAPA128, fefa_rescale=False)),
 })
+# Augmentations one at a time on the shipped model's settings (AAM head). Each augmented
+# batch is followed by its augmented copy (SpeechBrain's Augmenter, concat_original), so a
+# step costs about twice as much.
+ONLY = {"augment": True, **{key: False for key in ("augment_speed", "augment_noise",
+                                                  "augment_babble", "augment_reverb",
+                                                  "augment_drop_freq")}}
+EXPERIMENTS.update({
+    "ecapa128_aam_rc": (ECAPA, dict(ECAPA128, head="aam", random_channel=True)),
+    "ecapa128_aam_speed": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_speed": True}),
+    "ecapa128_aam_noise": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_noise": True}),
+    "ecapa128_aam_babble": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_babble": True}),
+    "ecapa128_aam_reverb": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_reverb": True}),
+})
 EXPERIMENTS.update({
     "ecapa256_single_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="single")),
     "ecapa256_none_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="none")),

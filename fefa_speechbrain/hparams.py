@@ -29,8 +29,10 @@ CHOICES = {
     "fefa_apply": APPLY_MODES,
     "head": HEADS,
 }
+AUGMENTATIONS = ("augment_speed", "augment_noise", "augment_babble", "augment_reverb",
+                 "augment_drop_freq")
 FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu",
-         "random_channel", "allow_outside_root")
+         "random_channel", "allow_outside_root") + AUGMENTATIONS
 POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr", "lr_final", "width", "aam_scale",
                     "fefa_lr_multiplier")
 NON_NEGATIVE_NUMBERS = ("weight_decay",)
@@ -300,6 +302,11 @@ def check_hparams(hparams, hparams_file="hparams"):
     Example
     -------
     >>> check_hparams({"corpus": "folder", "batch_size": 64, "sentence_len": None})
+    >>> check_hparams({"augment": True, "augment_noise": False, "augment_speed": False})
+    Traceback (most recent call last):
+    ...
+    ValueError: hparams: invalid values (fix the yaml or the command-line override):
+      augment=True: enable at least one of augment_speed, augment_noise, augment_babble, augment_reverb, augment_drop_freq
     >>> check_hparams({"corpus": "timit", "batch_size": 0, "augment": "yes"})
     Traceback (most recent call last):
     ...
@@ -313,6 +320,9 @@ def check_hparams(hparams, hparams_file="hparams"):
         for key in hparams
         if (problem := _value_problem(key, hparams[key])) is not None
     ]
+    enabled = [hparams[key] for key in AUGMENTATIONS if key in hparams]
+    if hparams.get("augment") is True and enabled and not any(enabled):
+        problems.append(f"augment=True: enable at least one of {', '.join(AUGMENTATIONS)}")
     if problems:
         raise ValueError(
             f"{hparams_file}: invalid values (fix the yaml or the command-line override):\n  "

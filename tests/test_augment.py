@@ -1,12 +1,17 @@
-"""RandomChannel: the gain it applies, padding, level, and SpeechBrain's Augmenter."""
+"""Augmentations: RandomChannel and Babble (level, padding, Augmenter) and synthetic RIRs."""
 
+import csv
 import math
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from speechbrain.augment.augmenter import Augmenter
+from speechbrain.augment.time_domain import AddReverb
 
-from fefa_speechbrain.lobes.augment import RandomChannel
+from fefa_speechbrain.data.rir import synthetic_rir, write_synthetic_rirs
+from fefa_speechbrain.lobes.augment import Babble, RandomChannel
 
 SR = 16000
 
@@ -73,3 +78,73 @@ def test_works_inside_speechbrain_augmenter():
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         RandomChannel(SR, **kwargs)
+
+
+# --------------------------------------------------------------------------- Babble
+
+
+def test_babble_is_added_at_the_drawn_snr_over_valid_samples():
+    torch.manual_seed(0)
+    babble = Babble(speaker_count=2, snr_low=5.0, snr_high=5.0)
+    wavs = torch.randn(4, 8000) * torch.tensor([[1.0], [0.1], [3.0], [0.5]])
+    lengths = torch.tensor([1.0, 0.5, 1.0, 0.75])
+    mixed = babble(wavs, lengths)
+    for row, length in enumerate((8000, 4000, 8000, 6000)):
+        added = mixed[row, :length] - wavs[row, :length]
+        snr = 10 * torch.log10(wavs[row, :length].pow(2).mean() / added.pow(2).mean())
+        assert float(snr) == pytest.approx(5.0, abs=1e-3)
+        assert float(mixed[row, length:].abs().max() if length < 8000 else 0.0) == 0.0
+
+
+def test_babble_is_made_of_the_next_utterances_of_the_batch():
+    babble = Babble(speaker_count=1, snr_low=0.0, snr_high=0.0)
+    wavs = _tones([300.0, 1200.0, 2500.0])
+    mixed = babble(wavs)
+    # utterance 0 gets utterance 1 (1200 Hz), at equal power (0 dB)
+    assert float(_amplitude_at(mixed[0], 1200.0)) == pytest.approx(float(_amplitude_at(wavs[1], 1200.0)), rel=1e-3)
+    assert float(_amplitude_at(mixed[0], 2500.0)) < 1e-2
+    assert float(_amplitude_at(mixed[2], 300.0)) == pytest.approx(float(_amplitude_at(wavs[0], 300.0)), rel=1e-3)
+
+
+def test_babble_leaves_a_batch_of_one_and_refuses_bad_settings():
+    wav = torch.randn(1, 1600)
+    assert torch.equal(Babble()(wav), wav)
+    with pytest.raises(ValueError, match="speaker_count"):
+        Babble(speaker_count=0)
+    with pytest.raises(ValueError, match="snr_low <= snr_high"):
+        Babble(snr_low=20.0, snr_high=10.0)
+
+
+# --------------------------------------------------------------------------- synthetic RIRs
+
+
+def test_synthetic_rir_decays_by_60_db_in_rt60():
+    rir = synthetic_rir(0.4, 6.0, SR, np.random.default_rng(1))
+    assert len(rir) == round(0.4 * SR) and rir[0] == 1.0 and np.abs(rir[1:]).max() < 1.0
+    tail = rir[1:].astype(np.float64)
+    drr = 10 * np.log10(1.0 / np.sum(tail**2))
+    assert drr == pytest.approx(6.0, abs=1e-4)
+    window = int(0.02 * SR)  # energy of 20 ms at the start and at 0.3 s: 45 dB apart in theory
+    start = np.sum(tail[:window] ** 2)
+    later = np.sum(tail[int(0.3 * SR) : int(0.3 * SR) + window] ** 2)
+    assert 10 * np.log10(start / later) == pytest.approx(45.0, abs=3.0)
+
+
+def test_written_rirs_reverberate_through_speechbrain_add_reverb(tmp_path):
+    csv_path = tmp_path / "rirs" / "rirs.csv"
+    reverb = AddReverb(str(csv_path), clean_sample_rate=SR, reverb_sample_rate=SR)  # reads lazily
+    write_synthetic_rirs(str(csv_path), count=4, rt60_range=(0.5, 0.5), seed=3)
+    again = tmp_path / "again.csv"
+    write_synthetic_rirs(str(again), count=4, rt60_range=(0.5, 0.5), seed=3)
+    first, second = (sf.read(str(p.parent / "rir_0002.wav"))[0] for p in (csv_path, again))
+    np.testing.assert_array_equal(first, second)  # same seed, same responses
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    assert [r["ID"] for r in rows] == [f"rir_{i:04d}" for i in range(4)]
+    assert all(float(r["duration"]) == pytest.approx(0.5) for r in rows)
+    torch.manual_seed(0)
+    clean = torch.zeros(2, SR)
+    clean[:, 100] = 1.0  # an impulse: its reverberated version is the response itself
+    wet = reverb(clean)
+    assert wet.shape == clean.shape
+    assert float(wet[:, 100 + int(0.2 * SR):].abs().sum()) > 0  # a tail long after the impulse
+    assert float(wet[:, :100].abs().max()) < 1e-4  # nothing before the direct path

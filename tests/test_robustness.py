@@ -23,6 +23,7 @@ from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experime
 from fefa_speechbrain.evaluation.metrics import compute_eer
 from fefa_speechbrain.hparams import load_hparams
 from fefa_speechbrain.evaluation.robustness import (
+    load_babble_pool,
     ROW_KEYS,
     PerFileNoise,
     condition_scores,
@@ -252,6 +253,46 @@ def test_per_file_noise_ignores_batch_order_and_padding():
         assert not torch.allclose(other(*batch([0]))[0], first[0, :300])
 
 
+def test_babble_is_other_recordings_at_the_snr_and_the_same_in_any_batch():
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(1600) / 16000.0
+    pool = [torch.sin(2 * math.pi * f * t) for f in (300.0, 700.0, 1100.0, 1900.0)]
+    signals = [torch.randn(n, generator=g) * 0.1 for n in (1200, 800)]
+    noise = PerFileNoise(10, "babble", seed=0, babble_pool=pool)
+    padded = torch.zeros(2, 1200)
+    padded[0], padded[1, :800] = signals[0], signals[1]
+    both = noise(padded, torch.tensor([1.0, 800 / 1200]))
+    alone = noise(signals[1].unsqueeze(0), torch.tensor([1.0]))
+    assert torch.equal(both[1, :800], alone[0]) and torch.equal(both[1, 800:], torch.zeros(400))
+    added = (both[0] - signals[0]).double()
+    snr = 10 * torch.log10(signals[0].double().pow(2).mean() / added.pow(2).mean())
+    assert float(snr) == pytest.approx(10.0, abs=1e-3)
+    # The babble is 3 of the 4 pool tones: its spectrum has energy at exactly 3 of them.
+    spectrum = torch.fft.rfft(added).abs()
+    present = [float(spectrum[round(f * 1200 / 16000)]) > 0.2 * float(spectrum.max())
+               for f in (300.0, 700.0, 1100.0, 1900.0)]
+    assert sum(present) == 3
+    with pytest.raises(ValueError, match="babble_pool"):
+        PerFileNoise(10, "babble", seed=0, babble_pool=pool[:2])
+
+
+def test_babble_pool_comes_from_a_csv_and_bad_csvs_are_named(tmp_path):
+    rows = []
+    for i in range(6):
+        path = tmp_path / f"s{i}.wav"
+        sf.write(str(path), np.full(400 + 10 * i, 0.1 * (i + 1), dtype=np.float32), 16000)
+        rows.append(f"utt{i},{path}\n")
+    (tmp_path / "train.csv").write_text("ID,wav\n" + "".join(reversed(rows)))
+    pool = load_babble_pool(str(tmp_path / "train.csv"), max_files=3)
+    assert [w.numel() for w in pool] == [400, 420, 440]  # sorted by ID, every 2nd
+    assert float(pool[1][0]) == pytest.approx(0.3, abs=1e-4)
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        load_babble_pool(str(tmp_path / "nothing.csv"))
+    (tmp_path / "bad.csv").write_text("ID,path\nu,x.wav\n")
+    with pytest.raises(ValueError, match="bad.csv.*'wav' column"):
+        load_babble_pool(str(tmp_path / "bad.csv"))
+
+
 def test_report_files_round_trip(tmp_path, rows):
     files = write_report(rows, str(tmp_path), metadata={"seed": 0})
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in files.values())
@@ -276,6 +317,8 @@ def test_bad_inputs_fail_before_any_embedding(setup, tmp_path):
         noise_robustness(experiments, trials, kinds=("pink",))
     with pytest.raises(ValueError, match="'loud'"):
         noise_robustness(experiments, trials, snr_levels=("clean", "loud"))
+    with pytest.raises(ValueError, match="babble_csv"):
+        noise_robustness(experiments, trials, kinds=("gaussian", "babble"))
     with pytest.raises(FileNotFoundError, match="hyperparams.yaml"):
         noise_robustness({"x": str(tmp_path)}, trials)
     with pytest.raises(ValueError, match="name:folder"):

@@ -1,7 +1,9 @@
-"""Synthetic noise at a set signal-to-noise ratio, for the paper's robustness test.
+"""Noise at a set signal-to-noise ratio, for the paper's robustness test.
 
 The paper adds Gaussian or uniform noise to the test waveforms, before the spectrogram,
-and compares thin-ResNet with and without FEFA at several SNRs (Fig. 3).
+and compares thin-ResNet with and without FEFA at several SNRs (Fig. 3). White noise
+says little about real use, so babble (a sum of other speakers' recordings) is a third
+kind.
 
 Details: ``docs/reference.md`` (fefa_speechbrain.evaluation.noise).
 """
@@ -14,7 +16,9 @@ from fefa_speechbrain.lobes.lengths import absolute_lengths, time_mask
 from fefa_speechbrain.checks import check_choice
 
 SNR_LEVELS = ("clean", 100, 50, 20, 10, 5, 0)
-NOISE_KINDS = ("gaussian", "uniform")
+WHITE_NOISE_KINDS = ("gaussian", "uniform")  # drawn by add_noise
+NOISE_KINDS = WHITE_NOISE_KINDS + ("babble",)  # babble: made by babble_noise from recordings
+BABBLE_SPEAKERS = 3
 
 
 def is_clean(snr_db):
@@ -30,7 +34,7 @@ def _check_snr(snr_db):
 
 
 def _check_kind(kind):
-    check_choice("kind", kind, NOISE_KINDS)
+    check_choice("kind", kind, WHITE_NOISE_KINDS)
 
 
 def _draw_noise(shape, kind, generator, device):
@@ -48,8 +52,8 @@ def _draw_noise(shape, kind, generator, device):
     return noise.to(device)
 
 
-def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None):
-    """Adds white noise to each utterance at the requested SNR.
+def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None, noise=None):
+    """Adds noise to each utterance at the requested SNR: white noise, or the one given.
 
     Arguments
     ---------
@@ -64,6 +68,9 @@ def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None):
         Relative lengths [batch] in (0, 1]; None means no padding.
     generator : torch.Generator
         Source of randomness, for reproducible noise; None uses the global generator.
+    noise : torch.Tensor
+        Noise of the shape of ``wavs`` to scale and add (``kind`` and ``generator`` are
+        then unused), e.g. from :func:`babble_noise`; None draws white noise of ``kind``.
 
     Returns
     -------
@@ -86,7 +93,8 @@ def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None):
     if is_clean(snr_db):
         return wavs
     _check_snr(snr_db)
-    _check_kind(kind)
+    if noise is None:
+        _check_kind(kind)
     if not isinstance(wavs, torch.Tensor) or wavs.dim() not in (1, 2):
         shape = tuple(wavs.shape) if isinstance(wavs, torch.Tensor) else type(wavs).__name__
         raise ValueError(f"wavs must be a tensor [batch, samples] or [samples]; got {shape}")
@@ -106,10 +114,52 @@ def add_noise(wavs, snr_db, kind="gaussian", lengths=None, generator=None):
     valid = time_mask(abs_lens, n_samples).to(torch.float64)
 
     signal = batch.to(torch.float64)
-    noise = _draw_noise(batch.shape, kind, generator, batch.device) * valid
+    if noise is None:
+        noise = _draw_noise(batch.shape, kind, generator, batch.device)
+    elif tuple(noise.shape) != tuple(wavs.shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, wavs {tuple(wavs.shape)}")
+    noise = noise.reshape(batch.shape).to(batch.device, torch.float64) * valid
     signal_power = (signal.pow(2) * valid).sum(1) / abs_lens
     raw_noise_power = (noise.pow(2).sum(1) / abs_lens).clamp_min(torch.finfo(torch.float64).tiny)
     target_power = signal_power / 10.0 ** (snr_db / 10.0)
     scale = torch.sqrt(target_power / raw_noise_power)
     noisy = (signal + noise * scale.unsqueeze(1)).to(wavs.dtype)
     return noisy.squeeze(0) if single else noisy
+
+
+def babble_noise(n_samples, pool, generator, speakers=BABBLE_SPEAKERS):
+    """Babble of ``n_samples``: the sum of ``speakers`` recordings drawn from ``pool``.
+
+    Each recording is drawn (without replacement) with ``generator``, scaled to unit
+    power, read from a random offset and repeated as needed to fill ``n_samples``.
+
+    Arguments
+    ---------
+    n_samples : int
+        Length of the babble.
+    pool : list of torch.Tensor
+        Recordings [samples] of other speakers (at least ``speakers``, none silent).
+    generator : torch.Generator
+        Chooses the recordings and offsets.
+    speakers : int
+        How many recordings are summed.
+
+    Example
+    -------
+    >>> pool = [torch.sin(torch.arange(800.0) * f) for f in (0.1, 0.2, 0.3, 0.4)]
+    >>> g = torch.Generator().manual_seed(0)
+    >>> babble = babble_noise(2000, pool, g, speakers=3)
+    >>> babble.shape, bool(babble.abs().max() > 0)
+    (torch.Size([2000]), True)
+    """
+    if len(pool) < speakers:
+        raise ValueError(f"babble needs at least {speakers} recordings in the pool, got {len(pool)}")
+    picks = torch.randperm(len(pool), generator=generator)[:speakers].tolist()
+    babble = torch.zeros(n_samples, dtype=torch.float64)
+    for index in picks:
+        source = pool[index].to(torch.float64)
+        source = source / source.pow(2).mean().sqrt().clamp_min(1e-12)
+        offset = int(torch.randint(source.numel(), (1,), generator=generator))
+        repeats = -(-(offset + n_samples) // source.numel())
+        babble += source.repeat(repeats)[offset : offset + n_samples]
+    return babble

@@ -1,12 +1,14 @@
-"""Robustness to synthetic noise: the paper's Fig. 3 (Sec. IV.C).
+"""Robustness to noise: the paper's Fig. 3 (Sec. IV.C), plus babble.
 
-White noise, Gaussian or uniform, is added to every test waveform *before* the
-spectrogram, at a set of SNRs; each model embeds every trial file once per condition,
-the trials are cosine-scored and EER and minDCF computed.
+Noise (white Gaussian or uniform as in the paper, or babble made of other speakers'
+recordings) is added to every test waveform *before* the spectrogram, at a set of SNRs;
+each model embeds every trial file once per condition, the trials are cosine-scored and
+EER and minDCF computed.
 
 Details: ``docs/reference.md`` (fefa_speechbrain.evaluation.robustness).
 """
 
+import csv
 import hashlib
 import logging
 import os
@@ -19,7 +21,16 @@ from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
 from fefa_speechbrain.evaluation.model_source import load_model, model_kind
 from fefa_speechbrain.lobes.lengths import absolute_lengths
 from fefa_speechbrain.evaluation.metrics import verification_report
-from fefa_speechbrain.evaluation.noise import NOISE_KINDS, SNR_LEVELS, add_noise, is_clean
+from fefa_speechbrain.data.audio import load_audio
+from fefa_speechbrain.evaluation.noise import (
+    BABBLE_SPEAKERS,
+    NOISE_KINDS,
+    SNR_LEVELS,
+    WHITE_NOISE_KINDS,
+    add_noise,
+    babble_noise,
+    is_clean,
+)
 from fefa_speechbrain.plotting import plot_noise_curves
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.verification import cosine_scores
@@ -118,9 +129,12 @@ class PerFileNoise:
     snr_db : float
         Signal-to-noise ratio in dB.
     kind : str
-        "gaussian" or "uniform".
+        "gaussian", "uniform" or "babble".
     seed : int
         Run seed; a different seed gives different noise.
+    babble_pool : list of torch.Tensor
+        Recordings the babble is made of (kind "babble" only), see
+        :func:`load_babble_pool`.
 
     Example
     -------
@@ -133,13 +147,16 @@ class PerFileNoise:
     (True, True)
     """
 
-    def __init__(self, snr_db, kind="gaussian", seed=0):
+    def __init__(self, snr_db, kind="gaussian", seed=0, babble_pool=None):
         if is_clean(snr_db):
             raise ValueError("PerFileNoise needs a number of dB; for clean audio use no transform")
         check_choice("kind", kind, NOISE_KINDS)
+        if kind == "babble" and (not babble_pool or len(babble_pool) < BABBLE_SPEAKERS):
+            raise ValueError(f"babble noise needs a babble_pool of >= {BABBLE_SPEAKERS} recordings")
         self.snr_db = snr_db
         self.kind = kind
         self.seed = seed
+        self.babble_pool = babble_pool
 
     def __call__(self, wavs, lengths=None):
         """wavs [batch, samples], relative lengths [batch] -> noisy wavs, same shape."""
@@ -150,8 +167,44 @@ class PerFileNoise:
             generator = torch.Generator().manual_seed(
                 noise_seed(self.seed, self.kind, self.snr_db, samples)
             )
-            noisy[row, :length] = add_noise(samples, self.snr_db, self.kind, generator=generator)
+            noise = None
+            if self.kind == "babble":
+                noise = babble_noise(length, self.babble_pool, generator).to(samples.dtype)
+            noisy[row, :length] = add_noise(
+                samples, self.snr_db, self.kind, generator=generator, noise=noise
+            )
         return noisy
+
+
+def load_babble_pool(csv_path, max_files=200, sample_rate=16000):
+    """Recordings for babble noise: up to ``max_files`` of a SpeechBrain CSV's ``wav`` column.
+
+    The files are taken evenly over the CSV sorted by ``ID`` (so the same CSV gives the same
+    pool); each is loaded whole at ``sample_rate``. Give recordings of speakers who are
+    not in the trials, e.g. the training CSV of the preparation.
+
+    Example
+    -------
+    >>> import tempfile, soundfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for i in range(3):
+    ...     soundfile.write(f"{folder}/{i}.wav", np.random.randn(1600) * 0.1, 16000)
+    >>> _ = open(f"{folder}/train.csv", "w").write(
+    ...     "ID,wav\\n" + "".join(f"u{i},{folder}/{i}.wav\\n" for i in range(3)))
+    >>> [w.shape for w in load_babble_pool(f"{folder}/train.csv", max_files=2)]
+    [torch.Size([1600]), torch.Size([1600])]
+    """
+    if not os.path.isfile(str(csv_path)):
+        raise FileNotFoundError(f"babble_csv {csv_path}: no such file (a CSV with a wav column)")
+    with open(csv_path, newline="", encoding="utf-8") as fin:
+        rows = list(csv.DictReader(fin))
+    if not rows or "wav" not in rows[0]:
+        raise ValueError(f"babble_csv {csv_path}: needs rows with a 'wav' column")
+    rows.sort(key=lambda row: row.get("ID", row["wav"]))
+    step = max(1, len(rows) // max_files)
+    chosen = rows[::step][:max_files]
+    return [torch.from_numpy(np.asarray(load_audio(row["wav"], sample_rate=sample_rate)))
+            .reshape(-1).float() for row in chosen]
 
 
 def parse_experiments(experiments):
@@ -222,7 +275,8 @@ def _check_kinds(kinds):
 
 
 def condition_scores(
-    embedder, trials, snr_db="clean", kind="gaussian", seed=0, batch_size=16, sample_rate=16000
+    embedder, trials, snr_db="clean", kind="gaussian", seed=0, batch_size=16, sample_rate=16000,
+    babble_pool=None,
 ):
     """Cosine scores of the trials with every file embedded once under one noise condition.
 
@@ -235,19 +289,21 @@ def condition_scores(
     snr_db : float or "clean"
         The condition ("clean": no noise, ``kind`` ignored).
     kind : str
-        "gaussian" or "uniform".
+        "gaussian", "uniform" or "babble".
     seed : int
         Run seed of :class:`PerFileNoise`.
     batch_size : int
         Files per forward pass.
     sample_rate : int
         Rate the audio is loaded at (the model's).
+    babble_pool : list of torch.Tensor
+        Recordings for kind "babble".
 
     Returns
     -------
     numpy.ndarray : one score per trial.
     """
-    transform = None if is_clean(snr_db) else PerFileNoise(snr_db, kind, seed)
+    transform = None if is_clean(snr_db) else PerFileNoise(snr_db, kind, seed, babble_pool)
     embeddings = embedder.embed_files(
         trial_files(trials), batch_size=batch_size, sample_rate=sample_rate, transform=transform
     )
@@ -271,10 +327,11 @@ def noise_robustness(
     verification_file,
     audio_root=None,
     snr_levels=SNR_LEVELS,
-    kinds=NOISE_KINDS,
+    kinds=WHITE_NOISE_KINDS,
     batch_size=16,
     seed=0,
     device="cpu",
+    babble_csv=None,
 ):
     """EER and minDCF of each model on a trial list, clean and under synthetic noise.
 
@@ -295,13 +352,16 @@ def noise_robustness(
     snr_levels : sequence
         "clean" and/or SNRs in dB.
     kinds : sequence of str
-        Noise distributions: "gaussian", "uniform".
+        Noise kinds: "gaussian", "uniform", "babble".
     batch_size : int
         Files per forward pass.
     seed : int
         Seed of the noise.
     device : str
         Where the models run.
+    babble_csv : str
+        CSV (``wav`` column) of other speakers' recordings, needed for "babble"
+        (see :func:`load_babble_pool`).
 
     Returns
     -------
@@ -315,16 +375,22 @@ def noise_robustness(
     kinds = _check_kinds(kinds)
     for folder in experiments.values():
         model_kind(folder)
+    if "babble" in kinds and not babble_csv:
+        raise ValueError("kinds has 'babble': give babble_csv (a CSV of other speakers' wavs)")
     trials = read_trials(verification_file, audio_root)
     labels = np.array([trial.label for trial in trials])
     noisy_levels = [level for level in levels if not is_clean(level)]
+    pools = {}
     rows = []
     for model, folder in experiments.items():
         loaded = load_model(folder, device=device)
         logger.info("Model %s: %s", model, loaded.checkpoint)
         embedder = SpeakerEmbedder(loaded.modules, device=device)
         sample_rate = loaded.sample_rate
-        common = dict(seed=seed, batch_size=batch_size, sample_rate=sample_rate)
+        if "babble" in kinds and sample_rate not in pools:
+            pools[sample_rate] = load_babble_pool(babble_csv, sample_rate=sample_rate)
+        common = dict(seed=seed, batch_size=batch_size, sample_rate=sample_rate,
+                      babble_pool=pools.get(sample_rate))
         conditions = [(CLEAN_KIND, "clean")] if len(noisy_levels) < len(levels) else []
         conditions += [(kind, level) for kind in kinds for level in noisy_levels]
         for kind, level in conditions:

@@ -1,4 +1,4 @@
-"""Random channel colouring: a training augmentation against channel shortcuts.
+"""Training augmentations SpeechBrain lacks: random channel colouring and in-batch babble.
 
 When every training speaker is recorded through few channels (a microphone, a room), a
 speaker classifier can recognise the channel instead of the voice: in training the two
@@ -10,9 +10,11 @@ own smooth random gain curve over frequency (a spectral tilt plus a few broad pe
 dips, within +-``max_gain_db``), applied in the Fourier domain, with the utterance's RMS
 kept.
 
-It takes and returns waveforms ``[batch, time]`` with relative lengths, like
-SpeechBrain's time-domain augmentations, so it can also go into an ``Augmenter``. The
-recipe applies it in place (no extra copies) with ``random_channel: True``.
+:class:`Babble` mixes other utterances of the batch into each one (SpeechBrain 1.x has
+no babble augmentation). Both take and return waveforms ``[batch, time]`` with relative
+lengths, like SpeechBrain's time-domain augmentations, so they go into an ``Augmenter``.
+The recipe applies ``RandomChannel`` in place (no extra copies) with
+``random_channel: True``, and ``Babble`` through the Augmenter with ``augment_babble``.
 """
 
 import math
@@ -116,3 +118,66 @@ class RandomChannel(torch.nn.Module):
         frequencies = torch.fft.rfftfreq(n_samples, d=1.0 / self.sample_rate)
         gains = self.draw_gains_db(waveforms.shape[0], frequencies)
         return self.apply_gains_db(waveforms, gains.to(waveforms.device), lengths)
+
+
+class Babble(torch.nn.Module):
+    """Adds the sum of ``speaker_count`` other utterances of the batch to each utterance.
+
+    Utterance ``i`` gets utterances ``i + 1, ..., i + speaker_count`` (modulo the batch,
+    so with batches drawn at random they are other speakers almost always), each cut to
+    ``i``'s valid length, summed and scaled to a signal-to-babble ratio drawn uniformly in
+    [``snr_low``, ``snr_high``] dB over ``i``'s valid samples. Padded samples stay zero;
+    a batch of one is returned unchanged.
+
+    Arguments
+    ---------
+    speaker_count : int
+        How many other utterances make the babble (at most the batch size minus one).
+    snr_low, snr_high : float
+        Range of the signal-to-babble ratio, in dB.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> babble = Babble(speaker_count=2, snr_low=10.0, snr_high=10.0)
+    >>> wavs = torch.randn(3, 16000)
+    >>> mixed = babble(wavs, torch.tensor([1.0, 1.0, 0.5]))
+    >>> added = mixed - wavs
+    >>> round(float(10 * torch.log10(wavs[0].pow(2).mean() / added[0].pow(2).mean())), 3)
+    10.0
+    >>> bool(mixed[2, 8000:].abs().max() == 0)
+    True
+    """
+
+    def __init__(self, speaker_count=3, snr_low=10.0, snr_high=20.0):
+        super().__init__()
+        if speaker_count < 1:
+            raise ValueError(f"speaker_count must be >= 1, got {speaker_count}")
+        if snr_low > snr_high:
+            raise ValueError(f"need snr_low <= snr_high, got {snr_low}, {snr_high}")
+        self.speaker_count = int(speaker_count)
+        self.snr_low = float(snr_low)
+        self.snr_high = float(snr_high)
+
+    def forward(self, waveforms, lengths=None):
+        """waveforms [batch, time], lengths relative [batch] -> with babble [batch, time]."""
+        batch, n_samples = waveforms.shape
+        if batch < 2:
+            return waveforms
+        valid = torch.ones_like(waveforms, dtype=torch.bool)
+        if lengths is not None:
+            steps = torch.arange(n_samples, device=waveforms.device)
+            valid = steps[None, :] < absolute_lengths(lengths, n_samples)[:, None]
+        signal = waveforms.float() * valid
+        babble = torch.zeros_like(signal)
+        for shift in range(1, min(self.speaker_count, batch - 1) + 1):
+            babble = babble + torch.roll(signal, shifts=-shift, dims=0)
+        babble = babble * valid
+        count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+        power_signal = signal.pow(2).sum(dim=1, keepdim=True) / count
+        power_babble = babble.pow(2).sum(dim=1, keepdim=True) / count
+        snr_db = self.snr_low + (self.snr_high - self.snr_low) * torch.rand(
+            batch, 1, device=waveforms.device
+        )
+        scale = torch.sqrt(power_signal / power_babble.clamp(min=1e-20) / 10.0 ** (snr_db / 10.0))
+        return (signal + babble * scale).to(waveforms.dtype)

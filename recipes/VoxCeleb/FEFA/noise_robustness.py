@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Robustness of trained models to synthetic noise: the paper's Fig. 3 (Sec. IV.C).
 
-Adds Gaussian and uniform white noise to every test waveform before the spectrogram, at
+Adds Gaussian and uniform white noise (and, with ``babble_csv``, babble: 3 recordings of
+other speakers summed) to every test waveform before the spectrogram, at
 each SNR of ``snr_levels`` (defined per utterance over its own samples), with the same
 noise for every model; embeds every trial file once per model and condition, scores by
 cosine similarity and reports EER and normalized minDCF (p_target 0.01 and 0.05).
@@ -47,6 +48,7 @@ if __name__ == "__main__":
         batch_size=hparams["batch_size"],
         seed=hparams["seed"],
         device=run_opts.get("device", "cpu"),
+        babble_csv=hparams["babble_csv"],
     )
     outputs = write_report(
         rows,

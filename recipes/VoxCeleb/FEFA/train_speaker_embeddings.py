@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fefa_speechbrain.data.dataset import add_label_pipeline, speaker_dataset
 from fefa_speechbrain.data.prepare import prepare_folder_corpus, prepare_voxceleb
+from fefa_speechbrain.data.rir import write_synthetic_rirs
 from fefa_speechbrain.experiment import (
     CORPUS_FILES,
     ExperimentLock,
@@ -65,7 +66,8 @@ class SpeakerBrain(sb.core.Brain):
     inference classes replay, so an exported model computes exactly what was trained.
     Optional hparams: ``lr_warmup_steps`` (linear warm-up of the first optimizer steps),
     ``fefa_lr_multiplier`` (FEFA's parameters train at this multiple of the rate),
-    ``augment`` with ``augmenter`` (SpeechBrain's Augmenter), ``random_channel`` with
+    ``augment`` with ``augmenter`` (SpeechBrain's Augmenter over the ``augment_*``
+    choices: speed, noise, babble, reverb, drop_freq), ``random_channel`` with
     ``channel_augment`` (a random recolouring of every training utterance).
     """
 
@@ -283,6 +285,10 @@ if __name__ == "__main__":
     )
     annotations = {key: hparams[key] for key in CORPUS_FILES}
     run_on_main(record_corpus, args=[hparams["output_folder"], annotations])
+    if hparams["augment"] and hparams["augment_reverb"] and not os.path.isfile(hparams["rir_csv"]):
+        # No RIR corpus given: statistical room responses (fefa_speechbrain.data.rir)
+        run_on_main(write_synthetic_rirs, args=[hparams["rir_csv"]],
+                    kwargs={"sample_rate": hparams["sample_rate"]})
     train_data, valid_data, label_encoder = dataio_prep(hparams)
 
     speaker_brain = SpeakerBrain(
