@@ -1,4 +1,4 @@
-"""fp32 against bf16 autocast (and channels_last) training steps on this CPU, one run.
+"""fp32 against bf16 autocast, channels_last and torch.compile training steps on this CPU.
 
 For every backbone of the recipe (FEFA(S)) and SpeechBrain's ECAPA-TDNN recipe model,
 one fresh process builds the variants of that model (fp32, bf16, and for the 2-D CNNs
@@ -12,6 +12,7 @@ a step slower.
 Examples
 --------
 python benchmarks/bench_precision.py --quick
+python benchmarks/bench_precision.py --compile --models thin_resnet34_tap ecapa_spectrogram
 python benchmarks/bench_precision.py --width full --threads 2 --batch 32 --crop 2
 """
 
@@ -24,11 +25,12 @@ import tempfile
 import bench_speed
 import protocol
 
-VARIANTS = {  # name -> (precision, channels_last)
-    "fp32": ("fp32", False),
-    "bf16": ("bf16", False),
-    "fp32+channels_last": ("fp32", True),
-    "bf16+channels_last": ("bf16", True),
+VARIANTS = {  # name -> (precision, channels_last, torch.compile of the embedding model)
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "fp32+channels_last": ("fp32", True, False),
+    "bf16+channels_last": ("bf16", True, False),
+    "fp32+compile": ("fp32", False, True),
 }
 MODELS = ("vggm_tap", "thin_resnet34_tap", "thin_resnet34_gvlad", "thin_seresnet34_tap",
           "ecapa_spectrogram", "sb_ecapa")
@@ -57,10 +59,12 @@ def time_model(model, variants, settings, warmup, reps):
     with tempfile.TemporaryDirectory() as tmpdir:
         trainers = {}
         for name in variants:
-            precision, channels_last = VARIANTS[name]
+            precision, channels_last, compiled = VARIANTS[name]
             trainer = bench_speed.Trainer(config, dict(settings, precision=precision), tmpdir)
             if channels_last:
                 trainer.modules["embedding_model"].to(memory_format=torch.channels_last)
+            if compiled:  # compiled on the first (warm-up) step; same parameters
+                trainer.modules["embedding_model"] = torch.compile(trainer.modules["embedding_model"])
             trainers[name] = trainer
         for trainer in trainers.values():
             for _ in range(warmup):
@@ -115,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 timed steps, tiny batch")
+    parser.add_argument("--compile", action="store_true",
+                        help="only fp32 against fp32 + torch.compile (inductor), one process each model")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
@@ -129,6 +135,8 @@ def main(argv=None):
         # with torch 2.14.1 on CPU its backward has crashed the process (SIGSEGV)
         groups = [["fp32", "bf16"]] if model in ONE_D else [
             ["fp32", "bf16"], ["fp32", "fp32+channels_last", "bf16+channels_last"]]
+        if args.compile:
+            groups = [["fp32", "fp32+compile"]]
         rows = []
         for index, group in enumerate(groups):
             try:
@@ -143,7 +151,8 @@ def main(argv=None):
             print(f"{model:22s} {row['variant']:20s} {_cells(row)}", flush=True)
     report["load_average_at_end"] = protocol.load_average()
     out = args.out or os.path.join(bench_speed.REPO, "benchmarks", "results",
-                                   f"precision_cpu_{args.width}" + ("_quick" if args.quick else ""))
+                                   f"precision_cpu_{args.width}" + ("_quick" if args.quick else "")
+                                   + ("_compile" if args.compile else ""))
     protocol.write_json(out + ".json", report)
     protocol.write_markdown(out + ".md", markdown(report))
     print(markdown(report))

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "FEFA"
 HPARAMS = RECIPE / "hparams"
 RECIPE_CSV = REPO / "tests" / "recipes" / "VoxCeleb.csv"
+SMALL_PRESET = "train_ecapa_fefa_small.yaml"
+SHIPPED_CARD = REPO / "pretrained" / "fefa-ecapa128-speechcommands" / "README.md"
 CSV_HEADER = [
     "Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file", "Readme_file",
     "Result_url", "HF_repo", "test_debug_flags", "test_debug_checks", "performance",
@@ -55,6 +57,23 @@ def dummy_data(tmp_path):
         "save_folder": str(tmp_path / "save"),
         "train_log": str(tmp_path / "train_log.txt"),
     }
+
+
+def test_small_preset_is_the_shipped_models_training_command(tmp_path):
+    """The preset's defaults are the settings of the card's exact training command."""
+    card = SHIPPED_CARD.read_text(encoding="utf-8")
+    command = re.search(r"python train_speaker_embeddings.py hparams/train_ecapa_fefa.yaml(.*?)```",
+                        card, re.S).group(1).replace("\\\n", " ")
+    flags = dict(flag[2:].split("=", 1) for flag in shlex.split(command) if "=" in flag)
+    paths = ("data_folder", "prep_folder", "output_folder", "num_workers", "skip_prep",
+             "verification_file", "seed")
+    settings = {key: value for key, value in flags.items() if key not in paths}
+    assert {"ecapa_channels", "lr", "head", "number_of_epochs", "batch_size"} <= set(settings)
+    overrides = {k: v for k, v in dummy_data(tmp_path).items() if k != "verification_file"}
+    preset = load_hparams(HPARAMS / SMALL_PRESET, dict(overrides, n_speakers=7))
+    for key, value in settings.items():
+        assert str(preset[key]) == value or float(preset[key]) == float(value), key
+    assert preset["verification_file"] is None and preset["corpus"] == "folder"
 
 
 # --------------------------------------------------------------------------- key usage
@@ -180,7 +199,8 @@ def test_training_yaml_builds_its_modules(yaml_path, tmp_path):
     hparams = load_hparams(yaml_path, dict(dummy_data(tmp_path), n_speakers=7))
     assert hparams["fefa"] == "single"
     assert hparams["output_folder"] == f"results/{hparams['model_name']}/fefa_single/1986"
-    assert (hparams["lr"], hparams["batch_size"], hparams["head"]) == (1e-4, 64, "softmax")
+    if yaml_path.name != SMALL_PRESET:  # the paper's settings
+        assert (hparams["lr"], hparams["batch_size"], hparams["head"]) == (1e-4, 64, "softmax")
     assert hparams["augment"] is False
     modules = hparams["modules"]
     assert set(modules) == {"compute_features", "mean_var_norm", "embedding_model", "classifier"}
@@ -272,7 +292,8 @@ def test_recipe_csv_lists_every_yaml_and_existing_files():
 
 
 def test_recipe_csv_covers_the_table_grid():
-    """Each training yaml with each FEFA setting (ECAPA: none and single), in debug mode."""
+    """Each training yaml with each FEFA setting (ECAPA: none and single; the small preset:
+    single), in debug mode."""
     settings = {}
     for row in read_recipe_csv():
         if Path(row["Hparam_file"]).name.startswith("train_"):
@@ -280,6 +301,7 @@ def test_recipe_csv_covers_the_table_grid():
             settings.setdefault(Path(row["Hparam_file"]).name, []).append(fefa)
     expected = {path.name: list(FEFA_SETTINGS) for path in TRAIN_YAMLS}
     expected["train_ecapa_fefa.yaml"] = ["none", "single"]
+    expected[SMALL_PRESET] = ["single"]
     assert {name: sorted(values) for name, values in settings.items()} == {
         name: sorted(values) for name, values in expected.items()
     }
