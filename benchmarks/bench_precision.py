@@ -85,7 +85,7 @@ def time_model(model, variants, settings, warmup, reps):
 
 def _cells(row):
     if row.get("crashed"):
-        return "the process crashed (SIGSEGV in backward) | n/a"
+        return "the process crashed (its stderr is in the run's log) | n/a"
     return f"{row['median_step_seconds']:.3f} | {row['speedup_vs_fp32']:.2f}"
 
 
