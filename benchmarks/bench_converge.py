@@ -99,6 +99,9 @@ for _fefa in ("none", "single", "multi"):
 for _fefa in ("none", "single"):
     EXPERIMENTS[f"vggm_conv_{_fefa}"] = ("train_vggm_tap.yaml", dict(CNN10, fefa=_fefa))
     EXPERIMENTS[f"setr34_conv_{_fefa}"] = ("train_thin_seresnet34_tap.yaml", dict(CNN10, fefa=_fefa))
+# Wider: the shipped model's settings at 256 channels (about 3.4 M parameters; about four
+# times the compute of a step at 128 channels).
+EXPERIMENTS["ecapa256_aam"] = (ECAPA, dict(ECAPA128, ecapa_channels=256, head="aam"))
 EXPERIMENTS.update({
     "ecapa256_single_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="single")),
     "ecapa256_none_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="none")),
