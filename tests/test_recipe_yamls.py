@@ -199,9 +199,9 @@ def test_training_yaml_builds_its_modules(yaml_path, tmp_path):
     hparams = load_hparams(yaml_path, dict(dummy_data(tmp_path), n_speakers=7))
     assert hparams["fefa"] == "single"
     assert hparams["output_folder"] == f"results/{hparams['model_name']}/fefa_single/1986"
-    if yaml_path.name != SMALL_PRESET:  # the paper's settings
+    if yaml_path.name != SMALL_PRESET:  # the paper's settings, no augmentation
         assert (hparams["lr"], hparams["batch_size"], hparams["head"]) == (1e-4, 64, "softmax")
-    assert hparams["augment"] is False
+        assert hparams["augment"] is False
     modules = hparams["modules"]
     assert set(modules) == {"compute_features", "mean_var_norm", "embedding_model", "classifier"}
     fefa_modules = [m for m in modules["embedding_model"].modules() if isinstance(m, FEFA)]
