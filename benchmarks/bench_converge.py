@@ -32,6 +32,7 @@ import bench_quality
 import protocol
 from fefa_speechbrain.atomic import atomic_write_text
 from fefa_speechbrain.data.trials import format_trial_line, generate_trials
+from fefa_speechbrain.hparams import AUGMENTATIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "VoxCeleb", "FEFA")
@@ -77,15 +78,17 @@ EXPERIMENTS.update({
 # Augmentations one at a time on the shipped model's settings (AAM head). Each augmented
 # batch is followed by its augmented copy (SpeechBrain's Augmenter, concat_original), so a
 # step costs about twice as much.
-ONLY = {"augment": True, **{key: False for key in ("augment_speed", "augment_noise",
-                                                  "augment_babble", "augment_reverb",
-                                                  "augment_drop_freq")}}
+def only(augmentation):
+    """The recipe flags that switch SpeechBrain's Augmenter on with one augmentation."""
+    return {"augment": True, **{key: key == augmentation for key in AUGMENTATIONS}}
+
+
 EXPERIMENTS.update({
     "ecapa128_aam_rc": (ECAPA, dict(ECAPA128, head="aam", random_channel=True)),
-    "ecapa128_aam_speed": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_speed": True}),
-    "ecapa128_aam_noise": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_noise": True}),
-    "ecapa128_aam_babble": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_babble": True}),
-    "ecapa128_aam_reverb": (ECAPA, dict(ECAPA128, **ONLY, head="aam") | {"augment_reverb": True}),
+    "ecapa128_aam_speed": (ECAPA, dict(ECAPA128, **only("augment_speed"), head="aam")),
+    "ecapa128_aam_noise": (ECAPA, dict(ECAPA128, **only("augment_noise"), head="aam")),
+    "ecapa128_aam_babble": (ECAPA, dict(ECAPA128, **only("augment_babble"), head="aam")),
+    "ecapa128_aam_reverb": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam")),
 })
 # The paper's CNNs at the ECAPA128 budget (10 epochs x 210 steps, batch 16 of 1 s, Adam
 # 1e-3 -> 1e-4, softmax) on the paper's 257-bin input, width 0.25, with the one suspect

@@ -17,6 +17,7 @@ python benchmarks/bench_reproduce.py ecapa128_single_aam \
 import argparse
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ def compare_checkpoints(folder_a, folder_b):
         try:
             state_a = torch.load(path_a, map_location="cpu")
             state_b = torch.load(path_b, map_location="cpu")
-        except Exception:  # not a torch file (SpeechBrain's label encoder is text)
+        except pickle.UnpicklingError:  # not a torch file (SpeechBrain's label encoder is text)
             with open(path_a, "rb") as file_a, open(path_b, "rb") as file_b:
                 result[name] = (file_a.read() == file_b.read(), None)
             continue

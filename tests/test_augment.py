@@ -10,7 +10,7 @@ import torch
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.augment.time_domain import AddReverb
 
-from fefa_speechbrain.data.rir import synthetic_rir, write_synthetic_rirs
+from fefa_speechbrain.data.rir import ensure_rir_csv, synthetic_rir, write_synthetic_rirs
 from fefa_speechbrain.lobes.augment import Babble, RandomChannel
 
 SR = 16000
@@ -148,3 +148,13 @@ def test_written_rirs_reverberate_through_speechbrain_add_reverb(tmp_path):
     assert wet.shape == clean.shape
     assert float(wet[:, 100 + int(0.2 * SR):].abs().sum()) > 0  # a tail long after the impulse
     assert float(wet[:, :100].abs().max()) < 1e-4  # nothing before the direct path
+
+
+def test_a_missing_rir_csv_is_synthesized_only_inside_the_prep_folder(tmp_path):
+    prep, elsewhere = tmp_path / "prep", tmp_path / "corpora" / "RIRS.csv"
+    made = ensure_rir_csv(str(prep / "rirs" / "rirs.csv"), str(prep))
+    assert len(list(csv.DictReader(open(made, encoding="utf-8")))) == 200
+    assert ensure_rir_csv(made, str(prep)) == made  # present: used as it is
+    with pytest.raises(FileNotFoundError, match="rir_csv .*RIRS.csv does not exist"):
+        ensure_rir_csv(str(elsewhere), str(prep))
+    assert not elsewhere.parent.exists()  # nothing written for a mistyped corpus path

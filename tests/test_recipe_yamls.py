@@ -68,7 +68,7 @@ def test_small_preset_is_the_shipped_models_training_command(tmp_path):
     paths = ("data_folder", "prep_folder", "output_folder", "num_workers", "skip_prep",
              "verification_file", "seed")
     settings = {key: value for key, value in flags.items() if key not in paths}
-    assert {"ecapa_channels", "lr", "head", "number_of_epochs", "batch_size"} <= set(settings)
+    assert {"ecapa_channels", "lr", "head", "number_of_epochs", "batch_size", "augment_reverb"} <= set(settings)
     overrides = {k: v for k, v in dummy_data(tmp_path).items() if k != "verification_file"}
     preset = load_hparams(HPARAMS / SMALL_PRESET, dict(overrides, n_speakers=7))
     for key, value in settings.items():

@@ -276,20 +276,25 @@ def test_babble_is_other_recordings_at_the_snr_and_the_same_in_any_batch():
         PerFileNoise(10, "babble", seed=0, babble_pool=pool[:2])
 
 
-def test_babble_pool_comes_from_a_csv_and_bad_csvs_are_named(tmp_path):
+def test_babble_pool_is_one_file_per_speaker_and_bad_csvs_are_named(tmp_path):
     rows = []
     for i in range(6):
-        path = tmp_path / f"s{i}.wav"
-        sf.write(str(path), np.full(400 + 10 * i, 0.1 * (i + 1), dtype=np.float32), 16000)
-        rows.append(f"utt{i},{path}\n")
-    (tmp_path / "train.csv").write_text("ID,wav\n" + "".join(reversed(rows)))
+        for take in range(2):  # two files per speaker, distinguishable by level
+            path = tmp_path / f"s{i}_{take}.wav"
+            sf.write(str(path), np.full(400 + 10 * i, 0.1 * (i + 1) + 0.01 * take,
+                                        dtype=np.float32), 16000)
+            rows.append(f"utt{i}_{take},{path},spk{i}\n")
+    (tmp_path / "train.csv").write_text("ID,wav,spk_id\n" + "".join(reversed(rows)))
     pool = load_babble_pool(str(tmp_path / "train.csv"), max_files=3)
-    assert [w.numel() for w in pool] == [400, 420, 440]  # sorted by ID, every 2nd
-    assert float(pool[1][0]) == pytest.approx(0.3, abs=1e-4)
-    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+    # one file of every 2nd speaker (spk0, spk2, spk4), whichever of its two files
+    assert [w.numel() for w in pool] == [400, 420, 440]
+    assert [round(float(w[0]), 1) for w in pool] == [0.1, 0.3, 0.5]
+    again = load_babble_pool(str(tmp_path / "train.csv"), max_files=3)
+    assert all(torch.equal(a, b) for a, b in zip(pool, again))  # seeded: the same pool
+    with pytest.raises(FileNotFoundError, match="babble_csv .*nothing.csv"):
         load_babble_pool(str(tmp_path / "nothing.csv"))
-    (tmp_path / "bad.csv").write_text("ID,path\nu,x.wav\n")
-    with pytest.raises(ValueError, match="bad.csv.*'wav' column"):
+    (tmp_path / "bad.csv").write_text("ID,wav\nu,x.wav\n")
+    with pytest.raises(ValueError, match="babble_csv .*bad.csv lacks the columns \\['spk_id'\\]"):
         load_babble_pool(str(tmp_path / "bad.csv"))
 
 

@@ -12,6 +12,7 @@ signal, a warning names the file once, and the recipe's ``SpeakerBrain``
 leaves such items out of the loss.
 """
 
+import csv
 import logging
 import os
 import random
@@ -115,3 +116,48 @@ def add_label_pipeline(datasets, label_encoder):
         yield label_encoder.encode_sequence_torch([spk_id])
 
     sb.dataio.dataset.add_dynamic_item(datasets, label_pipeline)
+
+
+def files_per_speaker(csv_path, per_speaker=1, seed=0, option="csv"):
+    """Up to ``per_speaker`` distinct files of each speaker of a training CSV, seeded.
+
+    Used for the score-normalization cohort and for the babble of the noise test: a
+    fixed, speaker-balanced sample of a SpeechBrain CSV (``wav`` and ``spk_id`` columns;
+    a file cut into several chunks counts once). ``option`` names the setting the CSV
+    came from in error messages. Returns (paths, speakers), speakers sorted.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "train.csv").write("ID,wav,spk_id\\na,a1.wav,s1\\nb,a2.wav,s1\\nc,b1.wav,s2\\n")
+    >>> files_per_speaker(str(tmp / "train.csv"), per_speaker=1)
+    (['a2.wav', 'b1.wav'], ['s1', 's2'])
+    """
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(
+            f"{option} {csv_path} does not exist (give the training CSV of the "
+            "preparation, e.g. results/prepared/voxceleb/train.csv)"
+        )
+    by_speaker = {}
+    with open(csv_path, newline="", encoding="utf-8") as fin:
+        reader = csv.DictReader(fin)
+        missing = [name for name in ("wav", "spk_id") if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{option} {csv_path} lacks the columns {missing} (columns: "
+                f"{reader.fieldnames}; expected a SpeechBrain CSV with wav and spk_id)"
+            )
+        for row in reader:
+            files = by_speaker.setdefault(row["spk_id"], [])
+            if row["wav"] not in files:
+                files.append(row["wav"])
+    if not by_speaker:
+        raise ValueError(f"{option} {csv_path} has no rows")
+    rng = random.Random(seed)
+    paths, speakers = [], []
+    for speaker in sorted(by_speaker):
+        files = sorted(by_speaker[speaker])
+        for path in rng.sample(files, min(per_speaker, len(files))):
+            paths.append(path)
+            speakers.append(speaker)
+    return paths, speakers

@@ -84,3 +84,34 @@ def write_synthetic_rirs(csv_path, count=200, sample_rate=16000, rt60_range=(0.2
                      "wav_format": "wav", "wav_opts": ""})
     atomic_write_csv(csv_path, rows, ["ID", "duration", "wav", "wav_format", "wav_opts"])
     return csv_path
+
+
+def ensure_rir_csv(rir_csv, prep_folder, sample_rate=16000):
+    """The RIR CSV reverberation reads: given, or synthetic when it is to be made.
+
+    A missing ``rir_csv`` inside ``prep_folder`` (the recipe's default,
+    ``<prep_folder>/rirs/rirs.csv``) is written with :func:`write_synthetic_rirs`; a
+    missing one elsewhere is an error, so that a mistyped path to a real RIR corpus is
+    not silently replaced by synthetic responses. Returns ``rir_csv``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> prep = tempfile.mkdtemp()
+    >>> path = ensure_rir_csv(os.path.join(prep, "rirs", "rirs.csv"), prep)
+    >>> os.path.isfile(path)
+    True
+    >>> ensure_rir_csv("/no/such/RIRS.csv", prep)
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: rir_csv /no/such/RIRS.csv does not exist (give a SpeechBrain RIR CSV, or leave rir_csv inside prep_folder for synthetic responses)
+    """
+    if os.path.isfile(rir_csv):
+        return rir_csv
+    inside = os.path.commonpath([os.path.abspath(rir_csv), os.path.abspath(prep_folder)])
+    if inside != os.path.abspath(prep_folder):
+        raise FileNotFoundError(
+            f"rir_csv {rir_csv} does not exist (give a SpeechBrain RIR CSV, or leave rir_csv "
+            "inside prep_folder for synthetic responses)"
+        )
+    return write_synthetic_rirs(rir_csv, sample_rate=sample_rate)

@@ -8,7 +8,6 @@ EER and minDCF computed.
 Details: ``docs/reference.md`` (fefa_speechbrain.evaluation.robustness).
 """
 
-import csv
 import hashlib
 import logging
 import os
@@ -22,6 +21,7 @@ from fefa_speechbrain.evaluation.model_source import load_model, model_kind
 from fefa_speechbrain.lobes.lengths import absolute_lengths
 from fefa_speechbrain.evaluation.metrics import verification_report
 from fefa_speechbrain.data.audio import load_audio
+from fefa_speechbrain.data.dataset import files_per_speaker
 from fefa_speechbrain.evaluation.noise import (
     BABBLE_SPEAKERS,
     NOISE_KINDS,
@@ -39,6 +39,7 @@ from fefa_speechbrain.checks import check_choice
 logger = logging.getLogger(__name__)
 
 P_TARGETS = (0.01, 0.05)
+BABBLE_MAX_SECONDS = 10
 ROW_KEYS = ("model", "kind", "snr_db", "eer", "min_dcf_0.01", "min_dcf_0.05")
 CLEAN_KIND = "none"
 
@@ -176,12 +177,13 @@ class PerFileNoise:
         return noisy
 
 
-def load_babble_pool(csv_path, max_files=200, sample_rate=16000):
-    """Recordings for babble noise: up to ``max_files`` of a SpeechBrain CSV's ``wav`` column.
+def load_babble_pool(csv_path, max_files=200, sample_rate=16000, seed=0):
+    """Recordings for babble noise: one file per speaker of a training CSV, at most
+    ``max_files`` (speakers taken evenly over the sorted list), seeded
+    (:func:`fefa_speechbrain.data.dataset.files_per_speaker`, the cohort's sampler).
 
-    The files are taken evenly over the CSV sorted by ``ID`` (so the same CSV gives the same
-    pool); each is loaded whole at ``sample_rate``. Give recordings of speakers who are
-    not in the trials, e.g. the training CSV of the preparation.
+    Give recordings of speakers who are not in the trials, e.g. the training CSV of the
+    preparation. Each file is loaded at ``sample_rate`` and kept up to 10 s.
 
     Example
     -------
@@ -190,21 +192,14 @@ def load_babble_pool(csv_path, max_files=200, sample_rate=16000):
     >>> for i in range(3):
     ...     soundfile.write(f"{folder}/{i}.wav", np.random.randn(1600) * 0.1, 16000)
     >>> _ = open(f"{folder}/train.csv", "w").write(
-    ...     "ID,wav\\n" + "".join(f"u{i},{folder}/{i}.wav\\n" for i in range(3)))
+    ...     "ID,wav,spk_id\\n" + "".join(f"u{i},{folder}/{i}.wav,s{i}\\n" for i in range(3)))
     >>> [w.shape for w in load_babble_pool(f"{folder}/train.csv", max_files=2)]
     [torch.Size([1600]), torch.Size([1600])]
     """
-    if not os.path.isfile(str(csv_path)):
-        raise FileNotFoundError(f"babble_csv {csv_path}: no such file (a CSV with a wav column)")
-    with open(csv_path, newline="", encoding="utf-8") as fin:
-        rows = list(csv.DictReader(fin))
-    if not rows or "wav" not in rows[0]:
-        raise ValueError(f"babble_csv {csv_path}: needs rows with a 'wav' column")
-    rows.sort(key=lambda row: row.get("ID", row["wav"]))
-    step = max(1, len(rows) // max_files)
-    chosen = rows[::step][:max_files]
-    return [torch.from_numpy(np.asarray(load_audio(row["wav"], sample_rate=sample_rate)))
-            .reshape(-1).float() for row in chosen]
+    paths, _ = files_per_speaker(csv_path, per_speaker=1, seed=seed, option="babble_csv")
+    step = -(-len(paths) // max_files)
+    return [torch.from_numpy(np.asarray(load_audio(path, sample_rate=sample_rate)))
+            .reshape(-1)[: BABBLE_MAX_SECONDS * sample_rate].float() for path in paths[::step]]
 
 
 def parse_experiments(experiments):
@@ -388,7 +383,7 @@ def noise_robustness(
         embedder = SpeakerEmbedder(loaded.modules, device=device)
         sample_rate = loaded.sample_rate
         if "babble" in kinds and sample_rate not in pools:
-            pools[sample_rate] = load_babble_pool(babble_csv, sample_rate=sample_rate)
+            pools[sample_rate] = load_babble_pool(babble_csv, sample_rate=sample_rate, seed=seed)
         common = dict(seed=seed, batch_size=batch_size, sample_rate=sample_rate,
                       babble_pool=pools.get(sample_rate))
         conditions = [(CLEAN_KIND, "clean")] if len(noisy_levels) < len(levels) else []

@@ -19,6 +19,7 @@ import torch
 
 from fefa_speechbrain.atomic import atomic_open, atomic_write_json, check_writable_folder
 from fefa_speechbrain.checks import check_choice
+from fefa_speechbrain.data.dataset import files_per_speaker
 from fefa_speechbrain.data.trials import quote_path, read_trials, trial_files
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
 from fefa_speechbrain.evaluation.metrics import det_curve, verification_report
@@ -135,51 +136,6 @@ def write_scores(path, trials, scores):
             handle.write(f"{quote_path(trial.enrol)} {quote_path(trial.test)}{label} {score:.6f}\n")
 
 
-def cohort_files(train_csv, per_speaker=3, seed=0):
-    """Up to ``per_speaker`` distinct training files per speaker, for the cohort.
-
-    Returns (paths, speakers).
-
-    Example
-    -------
-    >>> tmp = getfixture("tmpdir")
-    >>> _ = (tmp / "train.csv").write("ID,wav,spk_id\\na,a1.wav,s1\\nb,a2.wav,s1\\nc,b1.wav,s2\\n")
-    >>> cohort_files(str(tmp / "train.csv"), per_speaker=1)
-    (['a2.wav', 'b1.wav'], ['s1', 's2'])
-    """
-    import csv
-    import random
-
-    if not os.path.isfile(train_csv):
-        raise FileNotFoundError(
-            f"cohort_csv {train_csv} does not exist (give the training CSV of the "
-            "preparation, e.g. results/prepared/voxceleb/train.csv)"
-        )
-    by_speaker = {}
-    with open(train_csv, newline="", encoding="utf-8") as fin:
-        reader = csv.DictReader(fin)
-        missing = [name for name in ("wav", "spk_id") if name not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"cohort_csv {train_csv} lacks the columns {missing} (columns: "
-                f"{reader.fieldnames}; expected a SpeechBrain CSV with wav and spk_id)"
-            )
-        for row in reader:
-            files = by_speaker.setdefault(row["spk_id"], [])
-            if row["wav"] not in files:
-                files.append(row["wav"])
-    if not by_speaker:
-        raise ValueError(f"cohort_csv {train_csv} has no rows: no cohort to normalize with")
-    rng = random.Random(seed)
-    paths, speakers = [], []
-    for speaker in sorted(by_speaker):
-        files = sorted(by_speaker[speaker])
-        for path in rng.sample(files, min(per_speaker, len(files))):
-            paths.append(path)
-            speakers.append(speaker)
-    return paths, speakers
-
-
 def evaluate_experiment(
     experiment_folder,
     verification_file,
@@ -222,7 +178,8 @@ def evaluate_experiment(
     files = trial_files(trials)
     paths, speakers = [], []
     if score_norm is not None:
-        paths, speakers = cohort_files(cohort_csv, cohort_utts_per_speaker, seed)
+        paths, speakers = files_per_speaker(cohort_csv, cohort_utts_per_speaker, seed,
+                                            option="cohort_csv")
     model = load_model(experiment_folder, device=device)
     embedder = SpeakerEmbedder(model.modules, device=device)
     embeddings = embedder.embed_files(

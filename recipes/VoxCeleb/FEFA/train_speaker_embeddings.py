@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fefa_speechbrain.data.dataset import add_label_pipeline, speaker_dataset
 from fefa_speechbrain.data.prepare import prepare_folder_corpus, prepare_voxceleb
-from fefa_speechbrain.data.rir import write_synthetic_rirs
+from fefa_speechbrain.data.rir import ensure_rir_csv
 from fefa_speechbrain.experiment import (
     CORPUS_FILES,
     ExperimentLock,
@@ -285,9 +285,9 @@ if __name__ == "__main__":
     )
     annotations = {key: hparams[key] for key in CORPUS_FILES}
     run_on_main(record_corpus, args=[hparams["output_folder"], annotations])
-    if hparams["augment"] and hparams["augment_reverb"] and not os.path.isfile(hparams["rir_csv"]):
-        # No RIR corpus given: statistical room responses (fefa_speechbrain.data.rir)
-        run_on_main(write_synthetic_rirs, args=[hparams["rir_csv"]],
+    if hparams["augment"] and hparams["augment_reverb"]:
+        # the RIR corpus given, or statistical room responses in the prep folder
+        run_on_main(ensure_rir_csv, args=[hparams["rir_csv"], hparams["prep_folder"]],
                     kwargs={"sample_rate": hparams["sample_rate"]})
     train_data, valid_data, label_encoder = dataio_prep(hparams)
 
