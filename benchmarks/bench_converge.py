@@ -102,6 +102,10 @@ for _fefa in ("none", "single", "multi"):
 for _fefa in ("none", "single"):
     EXPERIMENTS[f"vggm_conv_{_fefa}"] = ("train_vggm_tap.yaml", dict(CNN10, fefa=_fefa))
     EXPERIMENTS[f"setr34_conv_{_fefa}"] = ("train_thin_seresnet34_tap.yaml", dict(CNN10, fefa=_fefa))
+# FEFA's learning rate at the multiplier chosen on ECAPA-TDNN's validation split (x10)
+EXPERIMENTS["tr34_conv_single_fefalr10"] = (TR34, dict(CNN10, fefa="single", fefa_lr_multiplier=10.0))
+EXPERIMENTS["vggm_conv_single_fefalr10"] = ("train_vggm_tap.yaml",
+                                            dict(CNN10, fefa="single", fefa_lr_multiplier=10.0))
 # Wider: the shipped model's settings at 256 channels (about 3.4 M parameters; about four
 # times the compute of a step at 128 channels).
 EXPERIMENTS["ecapa256_aam"] = (ECAPA, dict(ECAPA128, ecapa_channels=256, head="aam"))
