@@ -4,12 +4,17 @@ Reads the ``noise_robustness.json`` written by the recipe's ``noise_robustness.p
 models named ``<a>_s<seed>`` and ``<b>_s<seed>`` (e.g. ``fefa_s1,none_s1,fefa_s2,...``),
 pairs them by seed and reports, for every noise kind and SNR, the EER of each pair and the
 mean and standard deviation over seeds of the difference ``a - b`` (negative: ``a`` is
-better). Writes ``<out>.md`` and ``<out>.json``.
+better). Several result files may be given: their rows are joined, so models scored in
+separate runs pair up (the noise of a file depends only on the run seed, the condition
+and the file's samples, so runs with the same seed add the same noise). A model and
+condition found in two files is an error. Writes ``<out>.md`` and ``<out>.json``.
 
 Example
 -------
 python benchmarks/bench_noise_pairs.py RUNS/noise/ecapa128_3seeds/noise_robustness.json \
     --out benchmarks/results/noise_pairs_ecapa128
+python benchmarks/bench_noise_pairs.py RUNS/noise/fefalr10/noise_robustness.json \
+    RUNS/noise/ecapa128_3seeds/noise_robustness.json --first fefalr10 --out OUT
 """
 
 import argparse
@@ -39,15 +44,31 @@ def paired_differences(rows, first="fefa", second="none"):
     return seeds, table
 
 
+def join_rows(paths):
+    """The rows of several ``noise_robustness.json`` files; a repeated (model, kind, SNR)
+    row raises ``ValueError`` naming both files."""
+    rows, seen = [], {}
+    for path in paths:
+        with open(path, encoding="utf-8") as fin:
+            for row in json.load(fin)["rows"]:
+                key = (row["model"], row["kind"], str(row["snr_db"]))
+                if key in seen:
+                    raise ValueError(f"{path}: model {key[0]!r}, {key[1]} at {key[2]} dB is "
+                                     f"also in {seen[key]}; give each model once")
+                seen[key] = path
+                rows.append(row)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", help="noise_robustness.json of the recipe's noise_robustness.py")
+    parser.add_argument("results", nargs="+",
+                        help="noise_robustness.json files of the recipe's noise_robustness.py")
     parser.add_argument("--first", default="fefa")
     parser.add_argument("--second", default="none")
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args(argv)
-    with open(args.results, encoding="utf-8") as fin:
-        rows = json.load(fin)["rows"]
+    rows = join_rows(args.results)
     seeds, table = paired_differences(rows, args.first, args.second)
     header = ["noise", "SNR (dB)"] + [f"s{seed}: {args.first} / {args.second}" for seed in seeds]
     header += [f"{args.first} - {args.second} (points, mean ± sd)"]
