@@ -89,6 +89,9 @@ EXPERIMENTS.update({
     "ecapa128_aam_noise": (ECAPA, dict(ECAPA128, **only("augment_noise"), head="aam")),
     "ecapa128_aam_babble": (ECAPA, dict(ECAPA128, **only("augment_babble"), head="aam")),
     "ecapa128_aam_reverb": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam")),
+    # the shipped model's settings with FEFA at the rate chosen on the validation split
+    "ecapa128_aam_reverb_fefalr10": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam",
+                                                 fefa_lr_multiplier=10.0)),
 })
 # The paper's CNNs at the ECAPA128 budget (10 epochs x 210 steps, batch 16 of 1 s, Adam
 # 1e-3 -> 1e-4, softmax) on the paper's 257-bin input, width 0.25, with the one suspect
