@@ -10,13 +10,17 @@ and finished runs are skipped.
 
 Per run, ``<runs-dir>/<name>/converge_run.json`` keeps the commands, the per-epoch
 training loss and validation error, the EER and minDCF, the wall time and the machine.
-``--report`` gathers every run into ``benchmarks/results/converge.{json,md}``.
+``--report`` gathers every run into ``benchmarks/results/converge.{json,md}``; with
+``--pairs FIRST:SECOND ...`` it also pairs runs by seed (same data order and
+initialization) and gives the mean and spread of the differences
+(``results/converge_pairs.{json,md}``).
 
 Examples
 --------
 python benchmarks/bench_converge.py --list
 python benchmarks/bench_converge.py tr34_base tr34_no_relu --threads 1
 python benchmarks/bench_converge.py --report
+python benchmarks/bench_converge.py --report --pairs tr34_conv_single:tr34_conv_none
 """
 
 import argparse
@@ -274,6 +278,59 @@ def report(args):
     protocol.write_json(out + ".json", {"runs": records})
     protocol.write_markdown(out + ".md", text)
     print(text)
+    return records
+
+
+def seed_of(name, default=1):
+    """The seed of a run name: ``tr34_conv_none:3`` -> 3, ``tr34_conv_none`` -> ``default``."""
+    _, _, seed = name.partition(":")
+    return int(seed) if seed else default
+
+
+# (label, value of a run record, scale, decimals); EERs in points
+PAIR_METRICS = (("best validation error", lambda r: min(e[3] for e in r["epochs"]), 1.0, 3),
+                ("validation EER", lambda r: r["dev_eer"], 100.0, 2),
+                ("test EER", lambda r: r["eer"], 100.0, 2),
+                ("test minDCF(0.01)", lambda r: r["min_dcf_0.01"], 1.0, 3))
+
+
+def paired(records, first, second, default_seed=1):
+    """Runs of the experiments ``first`` and ``second`` paired by seed.
+
+    Returns ``{"first", "second", "seeds", "rows": [(seed, [(a, b) per metric])],
+    "differences": {metric: (mean, sd) of a - b}}`` over the seeds that both have.
+    """
+    by_seed = {}
+    for record in records:
+        base = record["name"].partition(":")[0]
+        if base in (first, second):
+            by_seed.setdefault(seed_of(record["name"], default_seed), {})[base] = record
+    seeds = sorted(seed for seed, runs in by_seed.items() if first in runs and second in runs)
+    rows = [(seed, [(scale * get(by_seed[seed][first]), scale * get(by_seed[seed][second]))
+                    for _, get, scale, _ in PAIR_METRICS]) for seed in seeds]
+    differences = {}
+    if rows:
+        for index, (label, _, _, _) in enumerate(PAIR_METRICS):
+            differences[label] = protocol.mean_std([v[index][0] - v[index][1] for _, v in rows])
+    return {"first": first, "second": second, "seeds": seeds, "rows": rows,
+            "differences": differences}
+
+
+def pairs_markdown(result):
+    """One markdown table of a :func:`paired` result, its last row the mean ± sd of a - b."""
+    first, second = result["first"], result["second"]
+    header = ["seed"] + [f"{label}: {first} / {second}" for label, _, _, _ in PAIR_METRICS]
+    lines = [[str(seed)] + [f"{a:.{digits}f} / {b:.{digits}f}"
+                            for (_, _, _, digits), (a, b) in zip(PAIR_METRICS, values)]
+             for seed, values in result["rows"]]
+    if result["rows"]:
+        spread = len(result["rows"]) > 1  # no spread from one pair
+        lines.append([f"{first} - {second}" + (", mean ± sd" if spread else "")] + [
+            "{:+.{d}f}".format(result["differences"][label][0], d=digits)
+            + (" ± {:.{d}f}".format(result["differences"][label][1], d=digits) if spread else "")
+            for label, _, _, digits in PAIR_METRICS])
+    return (f"#### {first} against {second} ({len(result['seeds'])} seeds)\n\n"
+            + protocol.markdown_table(header, lines))
 
 
 def main(argv=None):
@@ -286,11 +343,23 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--extra", nargs="*", default=[], help="more recipe flags, every run")
+    parser.add_argument("--pairs", nargs="+", default=[], metavar="FIRST:SECOND",
+                        help="with --report: pair these experiments by seed "
+                             "(results/converge_pairs.{md,json})")
     args = parser.parse_args(argv)
     args.runs_dir = os.path.abspath(args.runs_dir)
     if args.report:
         write_dev_trials(args)
-        return report(args)
+        records = report(args)
+        if args.pairs:
+            results = [paired(records, *spec.split(":", 1), args.seed) for spec in args.pairs]
+            text = f"Command: `{protocol.command_line()}`\n\n" + "\n\n".join(
+                pairs_markdown(result) for result in results)
+            out = os.path.join(REPO, "benchmarks", "results", "converge_pairs")
+            protocol.write_json(out + ".json", {"command": protocol.command_line(), "pairs": results})
+            protocol.write_markdown(out + ".md", text)
+            print(text)
+        return
     unknown = [name for name in args.names if name.partition(":")[0] not in EXPERIMENTS]
     if unknown:
         parser.error(f"unknown experiments {unknown}; choose from {sorted(EXPERIMENTS)}")
