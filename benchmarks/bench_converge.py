@@ -329,7 +329,8 @@ def pairs_markdown(result):
             "{:+.{d}f}".format(result["differences"][label][0], d=digits)
             + (" ± {:.{d}f}".format(result["differences"][label][1], d=digits) if spread else "")
             for label, _, _, digits in PAIR_METRICS])
-    return (f"#### {first} against {second} ({len(result['seeds'])} seeds)\n\n"
+    count = len(result["seeds"])
+    return (f"#### {first} against {second} ({count} seed{'s' if count != 1 else ''})\n\n"
             + protocol.markdown_table(header, lines))
 
 
