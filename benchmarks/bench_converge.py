@@ -300,13 +300,10 @@ def paired(records, first, second, default_seed=1):
     Returns ``{"first", "second", "seeds", "rows": [(seed, [(a, b) per metric])],
     "differences": {metric: (mean, sd) of a - b}}`` over the seeds that both have.
     """
-    by_seed = {}
-    for record in records:
-        base = record["name"].partition(":")[0]
-        if base in (first, second):
-            by_seed.setdefault(seed_of(record["name"], default_seed), {})[base] = record
-    seeds = sorted(seed for seed, runs in by_seed.items() if first in runs and second in runs)
-    rows = [(seed, [(scale * get(by_seed[seed][first]), scale * get(by_seed[seed][second]))
+    runs = {(record["name"].partition(":")[0], seed_of(record["name"], default_seed)): record
+            for record in records}
+    seeds = protocol.common_seeds(runs, first, second)
+    rows = [(seed, [(scale * get(runs[(first, seed)]), scale * get(runs[(second, seed)]))
                     for _, get, scale, _ in PAIR_METRICS]) for seed in seeds]
     differences = {}
     if rows:
@@ -348,6 +345,8 @@ def main(argv=None):
                         help="with --report: pair these experiments by seed "
                              "(results/converge_pairs.{md,json})")
     args = parser.parse_args(argv)
+    if args.pairs and not args.report:
+        parser.error("--pairs pairs finished runs: give it with --report")
     args.runs_dir = os.path.abspath(args.runs_dir)
     if args.report:
         write_dev_trials(args)

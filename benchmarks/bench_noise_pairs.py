@@ -32,8 +32,7 @@ def paired_differences(rows, first="fefa", second="none"):
         match = re.fullmatch(r"(.+)_s(\d+)", row["model"])
         if match:
             by_model[(match.group(1), int(match.group(2)))][(row["kind"], str(row["snr_db"]))] = row["eer"]
-    seeds = sorted({seed for name, seed in by_model if name == first}
-                   & {seed for name, seed in by_model if name == second})
+    seeds = protocol.common_seeds(by_model, first, second)
     conditions = list(dict.fromkeys(key for seed in seeds for key in by_model[(first, seed)]))
     table = {}
     for condition in conditions:

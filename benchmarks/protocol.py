@@ -234,6 +234,21 @@ def mean_std(values):
     return statistics.fmean(values), spread
 
 
+def common_seeds(runs, first, second):
+    """The sorted seeds that both experiments have, from a mapping keyed by (name, seed).
+
+    The one pairing rule of the benchmarks: runs of two experiments pair when their seeds
+    (same data order and initialization) are equal.
+
+    Example
+    -------
+    >>> common_seeds({("a", 1): 0, ("a", 2): 0, ("b", 2): 0, ("b", 3): 0}, "a", "b")
+    [2]
+    """
+    return sorted({seed for name, seed in runs if name == first}
+                  & {seed for name, seed in runs if name == second})
+
+
 def markdown_table(header, rows):
     """A markdown table from a header and rows of already formatted cells.
 

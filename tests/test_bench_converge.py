@@ -41,3 +41,9 @@ def test_one_pair_gets_no_spread():
     result = bench.paired([_record("a", 0.1, 0.1), _record("b", 0.2, 0.2)], "a", "b")
     last = bench.pairs_markdown(result).splitlines()[-1]
     assert last.startswith("| a - b |") and "±" not in last and "-10.00" in last
+
+
+def test_pairs_without_report_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--pairs", "a:b"])
+    assert "--report" in capsys.readouterr().err
