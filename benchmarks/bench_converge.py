@@ -305,12 +305,44 @@ def paired(records, first, second, default_seed=1):
     seeds = protocol.common_seeds(runs, first, second)
     rows = [(seed, [(scale * get(runs[(first, seed)]), scale * get(runs[(second, seed)]))
                     for _, get, scale, _ in PAIR_METRICS]) for seed in seeds]
-    differences = {}
+    differences, test = {}, None
     if rows:
         for index, (label, _, _, _) in enumerate(PAIR_METRICS):
             differences[label] = protocol.mean_std([v[index][0] - v[index][1] for _, v in rows])
+        test = protocol.paired_test(test_eer_differences(rows))
     return {"first": first, "second": second, "seeds": seeds, "rows": rows,
-            "differences": differences}
+            "differences": differences, "test EER test": test}
+
+
+def test_eer_differences(rows):
+    """The test-EER differences (points) of :func:`paired` rows."""
+    index = [label for label, _, _, _ in PAIR_METRICS].index("test EER")
+    return [values[index][0] - values[index][1] for _, values in rows]
+
+
+def pooled(records, pools, default_seed=1):
+    """Test-EER differences of several pairings pooled: ``pools`` maps a name to
+    ``FIRST:SECOND`` specs; returns ``[{"name", "pairs", "test EER test"}]``."""
+    result = []
+    for name, specs in pools.items():
+        differences = []
+        for spec in specs:
+            differences += test_eer_differences(paired(records, *spec.split(":", 1), default_seed)["rows"])
+        if not differences:
+            raise ValueError(f"pool {name!r}: none of {specs} has a pair of finished runs")
+        result.append({"name": name, "pairs": specs, "test EER test": protocol.paired_test(differences)})
+    return result
+
+
+def pools_markdown(pools):
+    """The :func:`pooled` results as one markdown table."""
+    header = ["pool", "pairings", "pairs", "test EER difference (points, mean ± sd)", "evidence"]
+    lines = []
+    for pool in pools:
+        test = pool["test EER test"]
+        lines.append([pool["name"], ", ".join(pool["pairs"]), str(test["n"]),
+                      "{mean:+.2f} ± {sd:.2f}".format(**test), protocol.evidence(test)])
+    return "#### Pooled test-EER differences (first - second)\n\n" + protocol.markdown_table(header, lines)
 
 
 def pairs_markdown(result):
@@ -327,8 +359,11 @@ def pairs_markdown(result):
             + (" ± {:.{d}f}".format(result["differences"][label][1], d=digits) if spread else "")
             for label, _, _, digits in PAIR_METRICS])
     count = len(result["seeds"])
-    return (f"#### {first} against {second} ({count} seed{'s' if count != 1 else ''})\n\n"
+    text = (f"#### {first} against {second} ({count} seed{'s' if count != 1 else ''})\n\n"
             + protocol.markdown_table(header, lines))
+    if result["test EER test"]:
+        text += f"\n\nTest EER: {first} {protocol.evidence(result['test EER test'])}."
+    return text
 
 
 def main(argv=None):
@@ -344,19 +379,33 @@ def main(argv=None):
     parser.add_argument("--pairs", nargs="+", default=[], metavar="FIRST:SECOND",
                         help="with --report: pair these experiments by seed "
                              "(results/converge_pairs.{md,json})")
+    parser.add_argument("--pool", nargs="+", default=[], metavar="NAME=FIRST:SECOND,...",
+                        help="with --report: pool the test-EER differences of these pairings")
     args = parser.parse_args(argv)
-    if args.pairs and not args.report:
-        parser.error("--pairs pairs finished runs: give it with --report")
+    if (args.pairs or args.pool) and not args.report:
+        parser.error("--pairs and --pool pair finished runs: give them with --report")
+    pools = {}
+    for spec in args.pool:
+        name, _, pairings = spec.partition("=")
+        if not name or not pairings or any(":" not in p for p in pairings.split(",")):
+            parser.error(f"--pool {spec!r}: expected NAME=FIRST:SECOND[,FIRST:SECOND...]")
+        pools[name] = pairings.split(",")
     args.runs_dir = os.path.abspath(args.runs_dir)
     if args.report:
         write_dev_trials(args)
         records = report(args)
-        if args.pairs:
+        if args.pairs or pools:
             results = [paired(records, *spec.split(":", 1), args.seed) for spec in args.pairs]
+            try:
+                pool_results = pooled(records, pools, args.seed)
+            except ValueError as error:
+                parser.error(str(error))
             text = f"Command: `{protocol.command_line()}`\n\n" + "\n\n".join(
-                pairs_markdown(result) for result in results)
+                [pairs_markdown(result) for result in results]
+                + ([pools_markdown(pool_results)] if pool_results else []))
             out = os.path.join(REPO, "benchmarks", "results", "converge_pairs")
-            protocol.write_json(out + ".json", {"command": protocol.command_line(), "pairs": results})
+            protocol.write_json(out + ".json", {"command": protocol.command_line(), "pairs": results,
+                                                "pools": pool_results})
             protocol.write_markdown(out + ".md", text)
             print(text)
         return

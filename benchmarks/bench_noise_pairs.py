@@ -4,10 +4,10 @@ Reads the ``noise_robustness.json`` written by the recipe's ``noise_robustness.p
 models named ``<a>_s<seed>`` and ``<b>_s<seed>`` (e.g. ``fefa_s1,none_s1,fefa_s2,...``),
 pairs them by seed and reports, for every noise kind and SNR, the EER of each pair and the
 mean and standard deviation over seeds of the difference ``a - b`` (negative: ``a`` is
-better). Several result files may be given: their rows are joined, so models scored in
-separate runs pair up (the noise of a file depends only on the run seed, the condition
-and the file's samples, so runs with the same seed add the same noise). A model and
-condition found in two files is an error. Writes ``<out>.md`` and ``<out>.json``.
+better) with a paired t-test and a sign test. Several result files may be given: their
+rows are joined, so models scored in separate runs pair up (the noise of a file depends
+only on the run seed, the condition and the file's samples, so runs with the same seed
+add the same noise). A model and condition found in two files is an error. Writes ``<out>.md`` and ``<out>.json``.
 
 Example
 -------
@@ -26,7 +26,8 @@ import protocol
 
 
 def paired_differences(rows, first="fefa", second="none"):
-    """{(kind, snr): {"pairs": [(seed, eer_first, eer_second)], "mean", "std"}} in points."""
+    """{(kind, snr): {"pairs": [(seed, eer_first, eer_second)], "mean", "std", "test"}} in
+    points; ``test`` is :func:`protocol.paired_test` of the differences."""
     by_model = defaultdict(dict)
     for row in rows:
         match = re.fullmatch(r"(.+)_s(\d+)", row["model"])
@@ -38,8 +39,8 @@ def paired_differences(rows, first="fefa", second="none"):
     for condition in conditions:
         pairs = [(seed, 100 * by_model[(first, seed)][condition], 100 * by_model[(second, seed)][condition])
                  for seed in seeds if condition in by_model[(second, seed)]]
-        mean, std = protocol.mean_std([a - b for _, a, b in pairs])
-        table[condition] = {"pairs": pairs, "mean": mean, "std": std}
+        test = protocol.paired_test([a - b for _, a, b in pairs])
+        table[condition] = {"pairs": pairs, "mean": test["mean"], "std": test["sd"], "test": test}
     return seeds, table
 
 
@@ -70,11 +71,12 @@ def main(argv=None):
     rows = join_rows(args.results)
     seeds, table = paired_differences(rows, args.first, args.second)
     header = ["noise", "SNR (dB)"] + [f"s{seed}: {args.first} / {args.second}" for seed in seeds]
-    header += [f"{args.first} - {args.second} (points, mean ± sd)"]
+    header += [f"{args.first} - {args.second} (points, mean ± sd)", f"{args.first}: evidence"]
     lines = []
     for (kind, snr), cell in table.items():
         pairs = [f"{a:.2f} / {b:.2f}" for _, a, b in cell["pairs"]]
-        lines.append([kind, snr] + pairs + [f"{cell['mean']:+.2f} ± {cell['std']:.2f}"])
+        lines.append([kind, snr] + pairs + [f"{cell['mean']:+.2f} ± {cell['std']:.2f}",
+                                            protocol.evidence(cell["test"])])
     text = f"Command: `{protocol.command_line()}`\n\n" + protocol.markdown_table(header, lines)
     protocol.write_markdown(args.out + ".md", text)
     protocol.write_json(args.out + ".json", {

@@ -22,6 +22,8 @@ import statistics
 import sys
 import time
 
+from scipy import stats
+
 from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
 
 TEST_FIRST_DIGITS = "0123"
@@ -232,6 +234,47 @@ def mean_std(values):
         raise ValueError("mean_std: no values")
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return statistics.fmean(values), spread
+
+
+def paired_test(differences):
+    """How sure a set of paired differences ``a - b`` is: a dict of ``n``, ``mean``, ``sd``,
+    ``lower`` (pairs where ``a`` is lower), the one-sample ``t`` against 0 with its two-sided
+    ``p_t`` (both None under two pairs or with no spread) and ``p_sign``, the two-sided sign
+    test over the nonzero differences (None when all are zero).
+
+    Example
+    -------
+    >>> result = paired_test([-1.0, -2.0, -3.0])
+    >>> result["lower"], round(result["t"], 2), round(result["p_t"], 3), result["p_sign"]
+    (3, -3.46, 0.074, 0.25)
+    """
+    mean, sd = mean_std(differences)
+    n = len(differences)
+    t = p_t = p_sign = None
+    if n > 1 and sd > 0:
+        t = mean / (sd / n ** 0.5)
+        p_t = float(2 * stats.t.sf(abs(t), n - 1))
+    lower = sum(d < 0 for d in differences)
+    nonzero = sum(d != 0 for d in differences)
+    if nonzero:
+        p_sign = float(stats.binomtest(lower, nonzero).pvalue)
+    return {"n": n, "mean": mean, "sd": sd, "lower": lower, "t": t, "p_t": p_t, "p_sign": p_sign}
+
+
+def evidence(test):
+    """A :func:`paired_test` result in words.
+
+    Example
+    -------
+    >>> evidence(paired_test([-1.0, -2.0, -3.0]))
+    'lower in 3 of 3 pairs; paired t = -3.46 (2 df), p = 0.07; sign test p = 0.25'
+    """
+    text = f"lower in {test['lower']} of {test['n']} pair{'s' if test['n'] != 1 else ''}"
+    if test["t"] is not None:
+        text += f"; paired t = {test['t']:.2f} ({test['n'] - 1} df), p = {test['p_t']:.2f}"
+    if test["p_sign"] is not None:
+        text += f"; sign test p = {test['p_sign']:.2f}"
+    return text
 
 
 def common_seeds(runs, first, second):

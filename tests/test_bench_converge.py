@@ -39,11 +39,36 @@ def test_a_seed_in_the_name_reaches_the_command_and_the_folder(tmp_path):
 
 def test_one_pair_gets_no_spread():
     result = bench.paired([_record("a", 0.1, 0.1), _record("b", 0.2, 0.2)], "a", "b")
-    last = bench.pairs_markdown(result).splitlines()[-1]
+    lines = bench.pairs_markdown(result).splitlines()
+    last = [line for line in lines if line.startswith("|")][-1]
     assert last.startswith("| a - b |") and "±" not in last and "-10.00" in last
+    assert lines[-1] == "Test EER: a lower in 1 of 1 pair; sign test p = 1.00."  # no t from one pair
 
 
 def test_pairs_without_report_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--pairs", "a:b"])
     assert "--report" in capsys.readouterr().err
+
+
+def test_pairs_state_their_evidence_and_pools_join_pairings():
+    records = [_record("a", 0.1, 0.10), _record("b", 0.1, 0.11),
+               _record("a:2", 0.1, 0.10), _record("b:2", 0.1, 0.12),
+               _record("c", 0.1, 0.15), _record("d", 0.1, 0.12)]
+    table = bench.pairs_markdown(bench.paired(records, "a", "b"))
+    # -1 and -2 points: t = -1.5 / (0.707 / sqrt 2) = -3.0 with 1 df, p = 0.205; sign p = 0.5
+    assert table.endswith("Test EER: a lower in 2 of 2 pairs; paired t = -3.00 (1 df), "
+                          "p = 0.20; sign test p = 0.50.")
+    [pool] = bench.pooled(records, {"all": ["a:b", "c:d"]})
+    test = pool["test EER test"]
+    assert test["n"] == 3 and test["lower"] == 2
+    assert test["mean"] == pytest.approx(0.0) and test["t"] == pytest.approx(0.0)
+    assert "| all | a:b, c:d | 3 | +0.00 ± " in bench.pools_markdown([pool])
+    with pytest.raises(ValueError, match="pool 'none'"):
+        bench.pooled(records, {"none": ["a:e"]})
+
+
+def test_a_malformed_pool_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--report", "--pool", "cnn=a"])
+    assert "NAME=FIRST:SECOND" in capsys.readouterr().err

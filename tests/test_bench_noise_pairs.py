@@ -31,6 +31,19 @@ def test_models_from_two_runs_pair_by_seed(tmp_path):
     cell = table[("gaussian", "5")]
     assert [seed for seed, _, _ in cell["pairs"]] == [1, 2]
     assert cell["mean"] == pytest.approx(-1.5)  # (-2 - 1) / 2 points
+    assert cell["test"]["lower"] == 2 and cell["test"]["p_sign"] == pytest.approx(0.5)
+
+
+def test_the_table_states_each_conditions_evidence(tmp_path, capsys):
+    source = _write(tmp_path / "a.json", [_row("fefa_s1", "babble", 10, 0.30),
+                                          _row("none_s1", "babble", 10, 0.25),
+                                          _row("fefa_s2", "babble", 10, 0.33),
+                                          _row("none_s2", "babble", 10, 0.30)])
+    bench.main([source, "--out", str(tmp_path / "pairs")])
+    table = (tmp_path / "pairs.md").read_text(encoding="utf-8")
+    # +5 and +3 points: mean +4, sd 1.41, t = 4.0 with 1 df (p = 0.16), FEFA lower in none
+    assert "| babble | 10 | 30.00 / 25.00 | 33.00 / 30.00 | +4.00 ± 1.41 | lower in 0 of 2 pairs; " \
+           "paired t = 4.00 (1 df), p = 0.16; sign test p = 0.50 |" in table
 
 
 def test_a_model_scored_in_two_files_is_refused_with_both_names(tmp_path):
