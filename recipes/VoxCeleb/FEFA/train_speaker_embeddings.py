@@ -305,3 +305,6 @@ if __name__ == "__main__":
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["valid_dataloader_options"],
     )
+    if torch.distributed.is_initialized():
+        # left alive, gloo's worker threads can abort a finished process at exit (SIGABRT)
+        torch.distributed.destroy_process_group()
