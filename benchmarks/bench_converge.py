@@ -305,44 +305,54 @@ def paired(records, first, second, default_seed=1):
     seeds = protocol.common_seeds(runs, first, second)
     rows = [(seed, [(scale * get(runs[(first, seed)]), scale * get(runs[(second, seed)]))
                     for _, get, scale, _ in PAIR_METRICS]) for seed in seeds]
-    differences, test = {}, None
+    differences, tests = {}, {}
     if rows:
-        for index, (label, _, _, _) in enumerate(PAIR_METRICS):
-            differences[label] = protocol.mean_std([v[index][0] - v[index][1] for _, v in rows])
-        test = protocol.paired_test(test_eer_differences(rows))
+        for label, _, _, _ in PAIR_METRICS:
+            tests[label] = protocol.paired_test(metric_differences(rows, label))
+            differences[label] = (tests[label]["mean"], tests[label]["sd"])
     return {"first": first, "second": second, "seeds": seeds, "rows": rows,
-            "differences": differences, "test EER test": test}
+            "differences": differences, "tests": tests}
 
 
-def test_eer_differences(rows):
-    """The test-EER differences (points) of :func:`paired` rows."""
-    index = [label for label, _, _, _ in PAIR_METRICS].index("test EER")
+def metric_differences(rows, label):
+    """The differences ``first - second`` of one metric (a :data:`PAIR_METRICS` label) of
+    :func:`paired` rows."""
+    index = [name for name, _, _, _ in PAIR_METRICS].index(label)
     return [values[index][0] - values[index][1] for _, values in rows]
 
 
 def pooled(records, pools, default_seed=1):
-    """Test-EER differences of several pairings pooled: ``pools`` maps a name to
-    ``FIRST:SECOND`` specs; returns ``[{"name", "pairs", "test EER test"}]``."""
+    """The differences of several pairings pooled, every metric: ``pools`` maps a name to
+    ``FIRST:SECOND`` specs; returns ``[{"name", "pairs", "tests": {metric: paired_test}}]``."""
     result = []
     for name, specs in pools.items():
-        differences = []
+        rows = []
         for spec in specs:
-            differences += test_eer_differences(paired(records, *spec.split(":", 1), default_seed)["rows"])
-        if not differences:
+            rows += paired(records, *spec.split(":", 1), default_seed)["rows"]
+        if not rows:
             raise ValueError(f"pool {name!r}: none of {specs} has a pair of finished runs")
-        result.append({"name": name, "pairs": specs, "test EER test": protocol.paired_test(differences)})
+        result.append({"name": name, "pairs": specs, "tests": {
+            label: protocol.paired_test(metric_differences(rows, label)) for label, _, _, _ in PAIR_METRICS}})
     return result
 
 
 def pools_markdown(pools):
-    """The :func:`pooled` results as one markdown table."""
-    header = ["pool", "pairings", "pairs", "test EER difference (points, mean ± sd)", "evidence"]
+    """The :func:`pooled` results as one markdown table: per metric, mean ± sd of the
+    differences, how many pairs are lower, and the paired t-test's and sign test's p."""
+    header = ["pool", "pairings", "pairs"] + [label for label, _, _, _ in PAIR_METRICS]
     lines = []
     for pool in pools:
-        test = pool["test EER test"]
-        lines.append([pool["name"], ", ".join(pool["pairs"]), str(test["n"]),
-                      "{mean:+.2f} ± {sd:.2f}".format(**test), protocol.evidence(test)])
-    return "#### Pooled test-EER differences (first - second)\n\n" + protocol.markdown_table(header, lines)
+        cells = []
+        for label, _, _, digits in PAIR_METRICS:
+            test = pool["tests"][label]
+            cell = "{:+.{d}f} ± {:.{d}f}; lower in {} of {}".format(
+                test["mean"], test["sd"], test["lower"], test["n"], d=digits)
+            if test["p_t"] is not None:
+                cell += f"; p {test['p_t']:.2f} (t), {test['p_sign']:.2f} (sign)"
+            cells.append(cell)
+        lines.append([pool["name"], ", ".join(pool["pairs"]), str(pool["tests"]["test EER"]["n"])] + cells)
+    return ("#### Pooled differences (first - second; EERs in points)\n\n"
+            + protocol.markdown_table(header, lines))
 
 
 def pairs_markdown(result):
@@ -361,8 +371,8 @@ def pairs_markdown(result):
     count = len(result["seeds"])
     text = (f"#### {first} against {second} ({count} seed{'s' if count != 1 else ''})\n\n"
             + protocol.markdown_table(header, lines))
-    if result["test EER test"]:
-        text += f"\n\nTest EER: {first} {protocol.evidence(result['test EER test'])}."
+    if result["tests"]:
+        text += f"\n\nTest EER: {first} {protocol.evidence(result['tests']['test EER'])}."
     return text
 
 

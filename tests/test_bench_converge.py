@@ -60,10 +60,13 @@ def test_pairs_state_their_evidence_and_pools_join_pairings():
     assert table.endswith("Test EER: a lower in 2 of 2 pairs; paired t = -3.00 (1 df), "
                           "p = 0.20; sign test p = 0.50.")
     [pool] = bench.pooled(records, {"all": ["a:b", "c:d"]})
-    test = pool["test EER test"]
+    test = pool["tests"]["test EER"]  # -1, -2 and +3 points
     assert test["n"] == 3 and test["lower"] == 2
     assert test["mean"] == pytest.approx(0.0) and test["t"] == pytest.approx(0.0)
-    assert "| all | a:b, c:d | 3 | +0.00 ± " in bench.pools_markdown([pool])
+    assert pool["tests"]["best validation error"]["mean"] == pytest.approx(0.0)
+    row = bench.pools_markdown([pool]).splitlines()[-1]
+    assert row.startswith("| all | a:b, c:d | 3 | +0.000 ± 0.000; lower in 0 of 3 |")
+    assert "| +0.00 ± 2.65; lower in 2 of 3; p 1.00 (t), 1.00 (sign) |" in row
     with pytest.raises(ValueError, match="pool 'none'"):
         bench.pooled(records, {"none": ["a:e"]})
 
