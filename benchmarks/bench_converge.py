@@ -338,18 +338,15 @@ def pooled(records, pools, default_seed=1):
 
 def pools_markdown(pools):
     """The :func:`pooled` results as one markdown table: per metric, mean ± sd of the
-    differences, how many pairs are lower, and the paired t-test's and sign test's p."""
+    differences and :func:`protocol.evidence`."""
     header = ["pool", "pairings", "pairs"] + [label for label, _, _, _ in PAIR_METRICS]
     lines = []
     for pool in pools:
         cells = []
         for label, _, _, digits in PAIR_METRICS:
             test = pool["tests"][label]
-            cell = "{:+.{d}f} ± {:.{d}f}; lower in {} of {}".format(
-                test["mean"], test["sd"], test["lower"], test["n"], d=digits)
-            if test["p_t"] is not None:
-                cell += f"; p {test['p_t']:.2f} (t), {test['p_sign']:.2f} (sign)"
-            cells.append(cell)
+            cells.append("{:+.{d}f} ± {:.{d}f}; {}".format(
+                test["mean"], test["sd"], protocol.evidence(test), d=digits))
         lines.append([pool["name"], ", ".join(pool["pairs"]), str(pool["tests"]["test EER"]["n"])] + cells)
     return ("#### Pooled differences (first - second; EERs in points)\n\n"
             + protocol.markdown_table(header, lines))

@@ -7,7 +7,8 @@ mean and standard deviation over seeds of the difference ``a - b`` (negative: ``
 better) with a paired t-test and a sign test. Several result files may be given: their
 rows are joined, so models scored in separate runs pair up (the noise of a file depends
 only on the run seed, the condition and the file's samples, so runs with the same seed
-add the same noise). A model and condition found in two files is an error. Writes ``<out>.md`` and ``<out>.json``.
+add the same noise). A model and condition found in two files is an error. Writes
+``<out>.md`` and ``<out>.json``.
 
 Example
 -------

@@ -251,9 +251,9 @@ def paired_test(differences):
     mean, sd = mean_std(differences)
     n = len(differences)
     t = p_t = p_sign = None
-    if n > 1 and sd > 0:
-        t = mean / (sd / n ** 0.5)
-        p_t = float(2 * stats.t.sf(abs(t), n - 1))
+    if n > 1 and sd > 0:  # scipy returns nan for no spread
+        result = stats.ttest_1samp(differences, 0.0)
+        t, p_t = float(result.statistic), float(result.pvalue)
     lower = sum(d < 0 for d in differences)
     nonzero = sum(d != 0 for d in differences)
     if nonzero:

@@ -65,8 +65,9 @@ def test_pairs_state_their_evidence_and_pools_join_pairings():
     assert test["mean"] == pytest.approx(0.0) and test["t"] == pytest.approx(0.0)
     assert pool["tests"]["best validation error"]["mean"] == pytest.approx(0.0)
     row = bench.pools_markdown([pool]).splitlines()[-1]
-    assert row.startswith("| all | a:b, c:d | 3 | +0.000 ± 0.000; lower in 0 of 3 |")
-    assert "| +0.00 ± 2.65; lower in 2 of 3; p 1.00 (t), 1.00 (sign) |" in row
+    assert row.startswith("| all | a:b, c:d | 3 | +0.000 ± 0.000; lower in 0 of 3 pairs |")
+    assert ("| +0.00 ± 2.65; lower in 2 of 3 pairs; paired t = 0.00 (2 df), p = 1.00; "
+            "sign test p = 1.00 |") in row
     with pytest.raises(ValueError, match="pool 'none'"):
         bench.pooled(records, {"none": ["a:e"]})
 
