@@ -9,7 +9,9 @@ model's own embedding pass over every file of a trial list (``collect_attention`
 - whether it depends on the input: the spread of the attention over utterances, split
   into the part between speakers (spread of the per-speaker means) and the part within
   speakers, each against the spread of the mean attention around 1 (how much it
-  equalizes). A fixed equalizer has no spread over utterances at all.
+  equalizes). A fixed equalizer has no spread over utterances at all;
+- whether models (seeds, backbones) learn the same equalizer: the correlation of their
+  mean attention profiles, per bin and smoothed over 500 Hz (``profile_agreement``).
 
 Example
 -------
@@ -83,6 +85,44 @@ def attention_statistics(weights, speakers, sample_rate=16000):
     }
 
 
+def profile_agreement(models, sample_rate=16000, smooth_hz=500.0):
+    """Pearson correlation between models' equalizers (mean attention - 1 per bin).
+
+    ``raw`` compares bin by bin; ``smoothed`` first averages each profile over a sliding
+    ``smooth_hz`` window, so that it compares band shapes, not the bin-to-bin ripple.
+
+    Example
+    -------
+    >>> up, down = [0.9, 1.0, 1.1, 1.2], [1.2, 1.1, 1.0, 0.9]
+    >>> agreement = profile_agreement({"a": {"mean_per_bin": up}, "b": {"mean_per_bin": down}},
+    ...                               sample_rate=6, smooth_hz=1)
+    >>> agreement["names"], round(agreement["raw"][0][1], 3)
+    (['a', 'b'], -1.0)
+    """
+    names = list(models)
+    profiles = np.array([models[name]["mean_per_bin"] for name in names], dtype=float) - 1
+    bins = profiles.shape[1]
+    width = max(1, int(round(smooth_hz / (sample_rate / 2 / (bins - 1)))))
+    smoothed = np.array([np.convolve(p, np.ones(width) / width, mode="valid") for p in profiles])
+    return {"names": names, "smooth_hz": smooth_hz,
+            "raw": np.corrcoef(profiles).round(4).tolist(),
+            "smoothed": np.corrcoef(smoothed).round(4).tolist()}
+
+
+def agreement_markdown(agreement):
+    names = agreement["names"]
+    lines = []
+    for key, title in (("smoothed", f"smoothed over {agreement['smooth_hz']:.0f} Hz"),
+                       ("raw", "bin by bin")):
+        lines += ["", f"Agreement of the equalizers ({title}): Pearson r of mean - 1", "",
+                  "| model | " + " | ".join(str(i + 1) for i in range(len(names))) + " |",
+                  "|---|" + "---|" * len(names)]
+        for i, name in enumerate(names):
+            lines.append(f"| {i + 1} {name} | " + " | ".join(
+                f"{value:+.2f}" for value in agreement[key][i]) + " |")
+    return lines
+
+
 def markdown(report):
     lines = [f"Command: `{report['command']}`",
              f"Machine: {report['machine']['cpu']}; {report['machine']['date']}", "",
@@ -103,6 +143,8 @@ def markdown(report):
     for name, s in report["models"].items():
         lines.append(f"| {name} | " + " | ".join(
             f"{b['mean']:.3f} +- {b['std_over_utterances']:.3f}" for b in s["bands"]) + " |")
+    if len(report["models"]) > 1:
+        lines += agreement_markdown(report["agreement"])
     return "\n".join(lines)
 
 
@@ -125,6 +167,7 @@ def main(argv=None):
                                      [speaker_of(n, args.audio_root) for n in names],
                                      loaded.sample_rate)
         report["models"][os.path.basename(os.path.normpath(model))] = stats
+    report["agreement"] = profile_agreement(report["models"], loaded.sample_rate)
     protocol.write_json(args.out + ".json", report)
     protocol.write_markdown(args.out + ".md", markdown(report))
     print(markdown(report))
