@@ -11,7 +11,9 @@ model's own embedding pass over every file of a trial list (``collect_attention`
   speakers, each against the spread of the mean attention around 1 (how much it
   equalizes). A fixed equalizer has no spread over utterances at all;
 - whether models (seeds, backbones) learn the same equalizer: the correlation of their
-  mean attention profiles, per bin and smoothed over 500 Hz (``profile_agreement``).
+  mean attention profiles, per bin and smoothed over 500 Hz (``profile_agreement``), and
+  summed up by configuration: runs ``NAME``, ``NAME_s2``, ... are the seeds of one
+  configuration (``group_agreement``).
 
 Example
 -------
@@ -109,9 +111,68 @@ def profile_agreement(models, sample_rate=16000, smooth_hz=500.0):
             "smoothed": np.corrcoef(smoothed).round(4).tolist()}
 
 
+def seed_group(name):
+    """The configuration of a run name: its seed suffix dropped.
+
+    Example
+    -------
+    >>> seed_group("tr34_conv_single_s3"), seed_group("tr34_conv_single")
+    ('tr34_conv_single', 'tr34_conv_single')
+    """
+    head, _, tail = name.rpartition("_s")
+    return head if head and tail.isdigit() else name
+
+
+def group_agreement(agreement, key="smoothed"):
+    """Mean correlation within each configuration (its seeds) and between configurations.
+
+    Returns ``{"groups": [names], "within": {group: [mean, min, max] or None for a single
+    run}, "between": [[mean r]]}``, the diagonal of ``between`` being the within mean.
+
+    Example
+    -------
+    >>> agreement = {"names": ["a", "a_s2", "b"],
+    ...              "smoothed": [[1, 0.8, -0.5], [0.8, 1, -0.3], [-0.5, -0.3, 1]]}
+    >>> summary = group_agreement(agreement)
+    >>> summary["within"]["a"], summary["between"][0][1]
+    ([0.8, 0.8, 0.8], -0.4)
+    """
+    r = np.asarray(agreement[key], dtype=float)
+    groups = [seed_group(name) for name in agreement["names"]]
+    labels = list(dict.fromkeys(groups))
+    members = {g: [i for i, group in enumerate(groups) if group == g] for g in labels}
+    within, between = {}, []
+    for g in labels:
+        pairs = [r[i, j] for n, i in enumerate(members[g]) for j in members[g][n + 1:]]
+        within[g] = ([round(float(np.mean(pairs)), 4), round(float(min(pairs)), 4),
+                      round(float(max(pairs)), 4)] if pairs else None)
+        row = []
+        for h in labels:
+            values = ([r[i, j] for i in members[g] for j in members[h]] if h != g else pairs)
+            row.append(round(float(np.mean(values)), 4) if values else None)
+        between.append(row)
+    return {"key": key, "groups": labels, "within": within, "between": between}
+
+
 def agreement_markdown(agreement):
     names = agreement["names"]
-    lines = []
+    summary = group_agreement(agreement)
+    labels = summary["groups"]
+    lines = ["", "Agreement by configuration (smoothed r; the diagonal: mean over the pairs of "
+             "its seeds, with min - max; elsewhere: mean over all pairs of runs)", "",
+             "| configuration | " + " | ".join(str(i + 1) for i in range(len(labels))) + " |",
+             "|---|" + "---|" * len(labels)]
+    for i, g in enumerate(labels):
+        cells = []
+        for j, value in enumerate(summary["between"][i]):
+            if value is None:
+                cells.append("-")
+            elif i == j:
+                low, high = summary["within"][g][1:]
+                cells.append(f"**{value:+.2f}** ({low:+.2f} - {high:+.2f})")
+            else:
+                cells.append(f"{value:+.2f}")
+        lines.append(f"| {i + 1} {g} | " + " | ".join(cells) + " |")
     for key, title in (("smoothed", f"smoothed over {agreement['smooth_hz']:.0f} Hz"),
                        ("raw", "bin by bin")):
         lines += ["", f"Agreement of the equalizers ({title}): Pearson r of mean - 1", "",
@@ -168,6 +229,7 @@ def main(argv=None):
                                      loaded.sample_rate)
         report["models"][os.path.basename(os.path.normpath(model))] = stats
     report["agreement"] = profile_agreement(report["models"], loaded.sample_rate)
+    report["agreement_by_configuration"] = group_agreement(report["agreement"])
     protocol.write_json(args.out + ".json", report)
     protocol.write_markdown(args.out + ".md", markdown(report))
     print(markdown(report))

@@ -52,3 +52,26 @@ def test_markdown_lists_agreement_for_several_models():
     text = bench.markdown(report)
     assert "| 1 one | +1.00 | -1.00 |" in text
     assert "| 2 two | -1.00 | +1.00 |" in text
+
+
+def test_group_agreement_pools_seeds_of_one_configuration():
+    agreement = {"names": ["x", "x_s2", "x_s3", "y", "y_s2", "z_single"],
+                 "smoothed": np.eye(6).tolist()}
+    r = np.array(agreement["smoothed"])
+    r[0, 1] = r[1, 0] = 0.9
+    r[0, 2] = r[2, 0] = 0.7
+    r[1, 2] = r[2, 1] = 0.5
+    r[3, 4] = r[4, 3] = -0.2
+    r[0, 3] = r[3, 0] = 0.6
+    agreement.update(smoothed=r.tolist(), raw=r.tolist(), smooth_hz=500.0)
+    summary = bench.group_agreement(agreement)
+    assert summary["groups"] == ["x", "y", "z_single"]
+    assert summary["within"]["x"] == pytest.approx([0.7, 0.5, 0.9])
+    assert summary["within"]["y"] == pytest.approx([-0.2, -0.2, -0.2])
+    assert summary["within"]["z_single"] is None  # one run: no pair of seeds
+    # x against y: the mean over all 3 x 2 pairs of runs, one of them 0.6
+    assert summary["between"][0][1] == pytest.approx(0.1)
+    assert summary["between"][1][0] == pytest.approx(0.1)
+    assert summary["between"][2][2] is None
+    text = "\n".join(bench.agreement_markdown(agreement))
+    assert "| 1 x | **+0.70** (+0.50 - +0.90) | +0.10 | +0.00 |" in text
