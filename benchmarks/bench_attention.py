@@ -13,7 +13,7 @@ model's own embedding pass over every file of a trial list (``collect_attention`
 - whether models (seeds, backbones) learn the same equalizer: the correlation of their
   mean attention profiles, per bin and smoothed over 500 Hz (``profile_agreement``), and
   summed up by configuration: runs ``NAME``, ``NAME_s2``, ... are the seeds of one
-  configuration (``group_agreement``).
+  configuration (``group_agreement``, by :func:`protocol.split_seed`).
 
 Example
 -------
@@ -111,18 +111,6 @@ def profile_agreement(models, sample_rate=16000, smooth_hz=500.0):
             "smoothed": np.corrcoef(smoothed).round(4).tolist()}
 
 
-def seed_group(name):
-    """The configuration of a run name: its seed suffix dropped.
-
-    Example
-    -------
-    >>> seed_group("tr34_conv_single_s3"), seed_group("tr34_conv_single")
-    ('tr34_conv_single', 'tr34_conv_single')
-    """
-    head, _, tail = name.rpartition("_s")
-    return head if head and tail.isdigit() else name
-
-
 def group_agreement(agreement, key="smoothed"):
     """Mean correlation within each configuration (its seeds) and between configurations.
 
@@ -138,7 +126,7 @@ def group_agreement(agreement, key="smoothed"):
     ([0.8, 0.8, 0.8], -0.4)
     """
     r = np.asarray(agreement[key], dtype=float)
-    groups = [seed_group(name) for name in agreement["names"]]
+    groups = [protocol.split_seed(name)[0] for name in agreement["names"]]
     labels = list(dict.fromkeys(groups))
     members = {g: [i for i, group in enumerate(groups) if group == g] for g in labels}
     within, between = {}, []

@@ -169,7 +169,7 @@ def write_dev_trials(args):
 def run_folder(name, args):
     """``<runs-dir>/<name>``, or ``<runs-dir>/<name>_s<seed>`` for ``name:seed``."""
     base, _, seed = name.partition(":")
-    return os.path.join(args.runs_dir, f"{base}_s{seed}" if seed else base)
+    return os.path.join(args.runs_dir, protocol.seeded_name(base, seed))
 
 
 def dev_verify_command(name, args):

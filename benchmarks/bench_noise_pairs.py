@@ -20,7 +20,6 @@ python benchmarks/bench_noise_pairs.py RUNS/noise/fefalr10/noise_robustness.json
 
 import argparse
 import json
-import re
 from collections import defaultdict
 
 import protocol
@@ -31,9 +30,9 @@ def paired_differences(rows, first="fefa", second="none"):
     points; ``test`` is :func:`protocol.paired_test` of the differences."""
     by_model = defaultdict(dict)
     for row in rows:
-        match = re.fullmatch(r"(.+)_s(\d+)", row["model"])
-        if match:
-            by_model[(match.group(1), int(match.group(2)))][(row["kind"], str(row["snr_db"]))] = row["eer"]
+        name, seed = protocol.split_seed(row["model"])
+        if seed is not None:
+            by_model[(name, seed)][(row["kind"], str(row["snr_db"]))] = row["eer"]
     seeds = protocol.common_seeds(by_model, first, second)
     conditions = list(dict.fromkeys(key for seed in seeds for key in by_model[(first, seed)]))
     table = {}

@@ -277,6 +277,31 @@ def evidence(test):
     return text
 
 
+def seeded_name(name, seed=None):
+    """The run name of experiment ``name`` at ``seed``: ``name_s<seed>``, or ``name`` alone.
+
+    The one naming rule for seeds (run folders, noise-robustness models).
+
+    Example
+    -------
+    >>> seeded_name("tr34_conv_single", 3), seeded_name("tr34_conv_single")
+    ('tr34_conv_single_s3', 'tr34_conv_single')
+    """
+    return f"{name}_s{seed}" if seed else name
+
+
+def split_seed(run):
+    """``(name, seed)`` of a run name made by :func:`seeded_name`; seed None without one.
+
+    Example
+    -------
+    >>> split_seed("tr34_conv_single_s3"), split_seed("none_s1"), split_seed("ecapa128_single")
+    (('tr34_conv_single', 3), ('none', 1), ('ecapa128_single', None))
+    """
+    name, _, seed = run.rpartition("_s")
+    return (name, int(seed)) if name and seed.isdigit() else (run, None)
+
+
 def common_seeds(runs, first, second):
     """The sorted seeds that both experiments have, from a mapping keyed by (name, seed).
 
