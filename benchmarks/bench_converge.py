@@ -97,6 +97,19 @@ EXPERIMENTS.update({
     "ecapa128_aam_reverb_fefalr10": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam",
                                                  fefa_lr_multiplier=10.0)),
 })
+# Everyday audio (issue 24): the shipped model's settings with every augmentation of
+# real recordings (each augmented copy gets 1-2 of them), one suspect at a time beside it:
+# the front-end normalization (per frame against per utterance with a 60 dB floor).
+EVERYDAY = dict(ECAPA128, head="aam", augment=True, **{key: key in (
+    "augment_reverb", "augment_babble", "augment_coloured_noise", "augment_band_limit",
+    "augment_bit_depth", "augment_codec", "augment_clip") for key in AUGMENTATIONS})
+EXPERIMENTS.update({
+    "ecapa128_everyday": (ECAPA, dict(EVERYDAY)),
+    "ecapa128_everyday_utt": (ECAPA, dict(EVERYDAY, feature_norm="utterance")),
+    "ecapa128_everyday_utt_none": (ECAPA, dict(EVERYDAY, feature_norm="utterance", fefa="none")),
+    "ecapa128_reverb_utt": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam",
+                                        feature_norm="utterance")),
+})
 # The paper's CNNs at the ECAPA128 budget (10 epochs x 210 steps, batch 16 of 1 s, Adam
 # 1e-3 -> 1e-4, softmax) on the paper's 257-bin input, width 0.25, with the one suspect
 # that the validation split chose (no ReLU on the embedding: error 0.40 against 0.51

@@ -36,7 +36,11 @@ from fefa_speechbrain.checkpoints import (  # noqa: F401
 )
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
-from fefa_speechbrain.evaluation.metrics import false_accept_threshold, verification_report
+from fefa_speechbrain.evaluation.metrics import (
+    between_scores,
+    false_accept_threshold,
+    verification_report,
+)
 from fefa_speechbrain.evaluation.verification import cosine_scores
 from fefa_speechbrain.hparams import load_hparams
 
@@ -501,12 +505,12 @@ def decision_thresholds(embedder, trials, name, batch_size=16, sample_rate=16000
     counts = f"{report['n_target']} target / {report['n_nontarget']} non-target trials"
     return {
         "eer": {
-            "value": report["eer_threshold"],
+            "value": between_scores(scores, report["eer_threshold"]),
             "description": f"EER threshold on the validation trials {name} ({counts}; "
             f"EER {100 * report['eer']:.2f} %)",
         },
         "far_1pct": {
-            "value": far_threshold,
+            "value": between_scores(scores, far_threshold),
             "description": f"1 % false-accept threshold on the validation trials {name} "
             f"({counts}; false accepts {100 * far:.2f} %)",
         },

@@ -19,6 +19,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from fefa_speechbrain.data.audio import CHECK_MODES
 from fefa_speechbrain.lobes.classifier import HEADS
 from fefa_speechbrain.lobes.fefa import APPLY_MODES, FEFA_PLACEMENTS, KERNELS
+from fefa_speechbrain.lobes.features import NORMALIZATIONS
 
 CORPORA = ("voxceleb", "folder")
 CHOICES = {
@@ -28,9 +29,11 @@ CHOICES = {
     "fefa_kernel": KERNELS,
     "fefa_apply": APPLY_MODES,
     "head": HEADS,
+    "feature_norm": tuple(NORMALIZATIONS),
 }
 AUGMENTATIONS = ("augment_speed", "augment_noise", "augment_babble", "augment_reverb",
-                 "augment_drop_freq")
+                 "augment_drop_freq", "augment_coloured_noise", "augment_band_limit",
+                 "augment_bit_depth", "augment_codec", "augment_clip")
 FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu",
          "random_channel", "allow_outside_root") + AUGMENTATIONS
 POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr", "lr_final", "width", "aam_scale",

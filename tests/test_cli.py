@@ -16,7 +16,11 @@ import torch
 from fefa_speechbrain.cli import main
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
-from fefa_speechbrain.evaluation.metrics import false_accept_threshold, verification_report
+from fefa_speechbrain.evaluation.metrics import (
+    between_scores,
+    false_accept_threshold,
+    verification_report,
+)
 from fefa_speechbrain.evaluation.verification import cosine_scores
 from test_model_source import export_of
 from test_robustness import FILES, make_experiment, write_corpus
@@ -49,10 +53,15 @@ def test_thresholds_stored_and_no_local_paths(setup):
     labels = np.array([trial.label for trial in setup["trials"]])
     expected = verification_report(setup["scores"], labels)
     thresholds = config["thresholds"]
-    assert thresholds["eer"]["value"] == pytest.approx(expected["eer_threshold"], abs=1e-6)
-    assert thresholds["far_1pct"]["value"] == pytest.approx(
-        false_accept_threshold(setup["scores"], labels, 0.01)[0], abs=1e-6
-    )
+    raw = {"eer": expected["eer_threshold"],
+           "far_1pct": false_accept_threshold(setup["scores"], labels, 0.01)[0]}
+    scores = np.asarray(setup["scores"], dtype=np.float64)
+    for name, value in raw.items():
+        stored = thresholds[name]["value"]
+        assert stored == pytest.approx(between_scores(scores, value), abs=1e-9)
+        # the same decision on every trial as the raw threshold, and no score on it
+        assert ((scores >= stored) == (scores >= value)).all()
+        assert np.abs(scores - stored).min() > 1e-7
     assert thresholds["eer"]["description"].startswith("EER threshold on the validation trials trials.txt")
     assert thresholds["trials"] == {"name": "trials.txt", "n_target": 3, "n_nontarget": 12}
     for name in os.listdir(setup["pretrained"]):
@@ -105,8 +114,13 @@ def test_score(setup, capsys, tmp_path):
 
 def test_verify_uses_and_names_stored_threshold(setup, capsys):
     config = json.loads(open(os.path.join(setup["pretrained"], "config.json")).read())
-    trial = setup["trials"][0]
-    score = float(setup["scores"][0])
+    stored = [config["thresholds"][name]["value"] for name in ("eer", "far_1pct")]
+    # the trial farthest from both thresholds: float noise between embedding paths
+    # cannot decide it (no tie)
+    margins = [min(abs(float(score) - value) for value in stored) for score in setup["scores"]]
+    index = int(np.argmax(margins))
+    assert margins[index] > 1e-4
+    trial, score = setup["trials"][index], float(setup["scores"][index])
     for name in ("eer", "far_1pct"):
         threshold = config["thresholds"][name]["value"]
         status, out, err = run(capsys, "verify", setup["pretrained"], trial.enrol, trial.test,

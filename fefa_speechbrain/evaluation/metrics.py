@@ -309,3 +309,29 @@ def false_accept_threshold(scores, labels, rate=0.01):
         threshold = nontarget[allowed - 1]
     accepted = int((nontarget >= threshold).sum())
     return float(threshold), accepted / len(nontarget)
+
+
+def between_scores(scores, threshold):
+    """A threshold with the same decisions as ``threshold`` that sits on no score.
+
+    Returns the midpoint between the largest score below ``threshold`` and the smallest
+    score at or above it (accept ``score >= threshold``), so that every trial keeps its
+    decision and a stored threshold is never one trial's score, whose last float digit
+    would otherwise decide that trial on another machine or embedding path.
+
+    Example
+    -------
+    >>> between_scores([0.1, 0.3, 0.5, 0.7], 0.5)
+    0.4
+    >>> between_scores([0.1, 0.3], 0.2)
+    0.2
+    >>> between_scores([0.1, 0.3], 0.05) < 0.1 < between_scores([0.1, 0.3], 0.35)
+    True
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    k = int(np.searchsorted(scores, threshold, side="left"))  # scores[k] >= threshold
+    spread = max(float(scores[-1] - scores[0]), 1e-6)
+    below = scores[k - 1] if k > 0 else scores[0] - spread
+    above = scores[k] if k < len(scores) else scores[-1] + spread
+    return float(round((below + above) / 2.0, 15))
+

@@ -1,4 +1,5 @@
-"""Training augmentations SpeechBrain lacks: random channel colouring and in-batch babble.
+"""Training augmentations SpeechBrain lacks: channel colouring, in-batch babble, coloured
+noise and band-limiting.
 
 When every training speaker is recorded through few channels (a microphone, a room), a
 speaker classifier can recognise the channel instead of the voice: in training the two
@@ -181,3 +182,100 @@ class Babble(torch.nn.Module):
         )
         scale = torch.sqrt(power_signal / power_babble.clamp(min=1e-20) / 10.0 ** (snr_db / 10.0))
         return (signal + babble * scale).to(waveforms.dtype)
+
+
+class ColouredNoise(torch.nn.Module):
+    """Adds noise of a random colour (white, pink, brown or blue) at a random SNR.
+
+    SpeechBrain's ``AddNoise`` without a noise CSV adds white noise only; recordings meet
+    hum-like (brown), pink (fans, traffic) and hiss-like (blue) noise too. The noise is
+    white Gaussian noise shaped by ``f ** (-exponent / 2)`` in the Fourier domain
+    (exponent 0 white, 1 pink, 2 brown, -1 blue), scaled so that its power over each
+    utterance's valid samples is the signal's power there divided by the SNR. Padded
+    samples stay zero.
+
+    Arguments
+    ---------
+    snr_low, snr_high : float
+        Range of the signal-to-noise ratio, in dB (drawn uniformly per utterance).
+    exponents : sequence of float
+        The colours to draw from (uniformly per utterance).
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> add = ColouredNoise(snr_low=10, snr_high=10, exponents=(1.0,))
+    >>> wavs = torch.randn(2, 16000)
+    >>> noisy = add(wavs, torch.tensor([1.0, 0.5]))
+    >>> noise = noisy - wavs
+    >>> snr = 10 * torch.log10(wavs[0].pow(2).mean() / noise[0].pow(2).mean())
+    >>> round(float(snr), 3), bool(noise[1, 8000:].abs().max() == 0)
+    (10.0, True)
+    """
+
+    def __init__(self, snr_low=0.0, snr_high=30.0, exponents=(0.0, 1.0, 2.0, -1.0)):
+        super().__init__()
+        self.snr_low, self.snr_high = snr_low, snr_high
+        self.exponents = tuple(float(e) for e in exponents)
+
+    def forward(self, waveforms, lengths=None):
+        """waveforms [batch, time], relative lengths -> noisy waveforms, same shape."""
+        batch, samples = waveforms.shape[:2]
+        if lengths is None:
+            lengths = torch.ones(batch, device=waveforms.device)
+        valid = absolute_lengths(lengths, samples)
+        mask = torch.arange(samples, device=waveforms.device)[None, :] < valid[:, None]
+        spectrum = torch.fft.rfft(torch.randn(batch, samples, device=waveforms.device), dim=1)
+        freqs = torch.arange(spectrum.shape[1], device=waveforms.device).clamp(min=1).float()
+        choice = torch.randint(len(self.exponents), (batch,))
+        exponent = torch.tensor(self.exponents, device=waveforms.device)[choice]
+        spectrum = spectrum * freqs[None, :] ** (-exponent[:, None] / 2.0)
+        noise = torch.fft.irfft(spectrum, n=samples, dim=1) * mask
+        count = valid.clamp(min=1).float()
+        signal_power = (waveforms * mask).pow(2).sum(1) / count
+        noise_power = noise.pow(2).sum(1) / count
+        snr = torch.empty(batch, device=waveforms.device).uniform_(self.snr_low, self.snr_high)
+        scale = torch.sqrt(signal_power / (noise_power.clamp(min=1e-20) * 10 ** (snr / 10)))
+        return waveforms + noise * scale[:, None]
+
+
+class BandLimit(torch.nn.Module):
+    """Telephone-like band-limiting: a round trip through a lower sampling rate.
+
+    Resamples the batch to a rate drawn from ``low_rates`` and back (torchaudio's
+    windowed-sinc resampler), which removes everything above half that rate, as an
+    8 kHz phone line or a low-rate recording does. The length is kept.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Rate of the waveforms.
+    low_rates : sequence of int
+        The rates to go through (one drawn per batch).
+
+    Example
+    -------
+    >>> t = torch.arange(16000) / 16000
+    >>> wavs = torch.sin(2 * math.pi * 500 * t) + torch.sin(2 * math.pi * 6000 * t)
+    >>> out = BandLimit(16000, low_rates=(8000,))(wavs[None])
+    >>> spectrum = torch.fft.rfft(out[0]).abs()
+    >>> bool(spectrum[6000] < 0.01 * spectrum[500]), out.shape
+    (True, torch.Size([1, 16000]))
+    """
+
+    def __init__(self, sample_rate=16000, low_rates=(8000,)):
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.low_rates = tuple(int(rate) for rate in low_rates)
+
+    def forward(self, waveforms):
+        """waveforms [batch, time] -> band-limited waveforms, same shape."""
+        import torchaudio
+
+        rate = self.low_rates[int(torch.randint(len(self.low_rates), (1,)))]
+        low = torchaudio.functional.resample(waveforms, self.sample_rate, rate)
+        back = torchaudio.functional.resample(low, rate, self.sample_rate)
+        samples = waveforms.shape[1]
+        if back.shape[1] < samples:
+            back = torch.nn.functional.pad(back, (0, samples - back.shape[1]))
+        return back[:, :samples]

@@ -151,6 +151,78 @@ class FrameNormalization(torch.nn.Module):
         return (x - mean) / (std + self.eps)
 
 
+class UtteranceNormalization(torch.nn.Module):
+    """Normalizes each utterance's log-spectrogram by one mean and one deviation, with a floor.
+
+    Every value below the utterance's peak minus ``floor_db`` is raised to that floor
+    (digital silence, 8-bit zeros and the deepest spectral valleys then sit at one level
+    instead of at ``log(eps)``), then the utterance's mean and standard deviation over its
+    valid frames and all bins are removed. Unlike :class:`FrameNormalization`, quiet and
+    silent frames stay quiet: their noise floor is not scaled up to the level of speech.
+    The spectral shape is kept, so FEFA's query (the time-averaged input) stays
+    informative, and a gain change leaves the result unchanged. Padding frames are set to
+    zero, and the result of an utterance does not depend on the others in its batch.
+
+    Arguments
+    ---------
+    floor_db : float
+        Dynamic range kept below the utterance's peak, in dB of magnitude (None: no floor).
+    eps : float
+        Added to the standard deviation.
+    log_input : bool
+        True: the input is a natural-log magnitude spectrogram (``Spectrogram(log=True)``).
+
+    Example
+    -------
+    >>> norm = UtteranceNormalization()
+    >>> x = torch.log(torch.rand(2, 50, 257) + 1e-6)
+    >>> y = norm(x, torch.tensor([1.0, 0.6]))
+    >>> bool(y[1, 30:].abs().max() == 0), torch.allclose(norm(x + 3.0), norm(x), atol=1e-5)
+    (True, True)
+    >>> alone = norm(x[1:, :30])
+    >>> torch.allclose(alone, y[1:, :30], atol=1e-5)
+    True
+    """
+
+    def __init__(self, floor_db=60.0, eps=1e-5, log_input=True):
+        super().__init__()
+        if not log_input:
+            raise ValueError("UtteranceNormalization needs a log spectrogram (log_spectrum: True)")
+        self.floor = None if floor_db is None else float(floor_db) / 20.0 * 2.302585092994046
+        self.eps = eps
+
+    def forward(self, x, lengths=None):
+        """x: [batch, time, freq] log-magnitudes, relative lengths [batch] -> same shape."""
+        batch, frames = x.shape[:2]
+        if lengths is None:
+            lengths = torch.ones(batch, device=x.device)
+        valid = torch.round(lengths.to(x.device).double() * frames).long().clamp(1, frames)
+        mask = (torch.arange(frames, device=x.device)[None, :] < valid[:, None])[..., None]
+        if self.floor is not None:
+            peak = torch.where(mask, x, torch.full_like(x, -torch.inf)).amax(dim=(1, 2), keepdim=True)
+            x = torch.maximum(x, peak - self.floor)
+        count = valid.to(x.dtype)[:, None, None] * x.shape[2]
+        mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
+        var = ((x - mean).pow(2) * mask).sum(dim=(1, 2), keepdim=True) / count
+        return torch.where(mask, (x - mean) / (var.sqrt() + self.eps), torch.zeros_like(x))
+
+
+NORMALIZATIONS = {"frame": FrameNormalization, "utterance": UtteranceNormalization}
+
+
+def feature_normalization(name):
+    """The ``mean_var_norm`` module of a recipe's ``feature_norm`` setting.
+
+    Example
+    -------
+    >>> type(feature_normalization("utterance")).__name__
+    'UtteranceNormalization'
+    """
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"feature_norm: {name!r} is not one of {sorted(NORMALIZATIONS)}")
+    return NORMALIZATIONS[name]()
+
+
 def embed_waveforms(modules, wavs, lengths):
     """The recipe's forward pass, waveforms -> embeddings [batch, 1, dim]: ``compute_features``,
     then ``mean_var_norm`` and ``embedding_model`` with frame-exact relative lengths.
