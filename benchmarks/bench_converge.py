@@ -34,7 +34,7 @@ from collections import namedtuple
 
 import bench_quality
 import protocol
-from fefa_speechbrain.atomic import atomic_write_text
+from fefa_speechbrain.atomic import atomic_open, atomic_write_text
 from fefa_speechbrain.data.trials import format_trial_line, generate_trials
 from fefa_speechbrain.hparams import AUGMENTATIONS
 
@@ -103,6 +103,10 @@ EXPERIMENTS.update({
 EVERYDAY = dict(ECAPA128, head="aam", augment=True, **{key: key in (
     "augment_reverb", "augment_babble", "augment_coloured_noise", "augment_band_limit",
     "augment_bit_depth", "augment_codec", "augment_clip") for key in AUGMENTATIONS})
+# THRESHOLD_SLICE: the training speakers whose id starts with "f" (17 speakers, 318 clips)
+# are left out of training and validation, so that a model's decision thresholds are set
+# on speakers it never saw (``<runs-dir>/prepared_threshold/threshold_trials.txt``).
+EVERYDAY["threshold_slice"] = "f"
 EXPERIMENTS.update({
     "ecapa128_everyday": (ECAPA, dict(EVERYDAY)),
     "ecapa128_everyday_utt": (ECAPA, dict(EVERYDAY, feature_norm="utterance")),
@@ -144,7 +148,8 @@ def commands(name, args):
     base, _, seed = name.partition(":")
     yaml, overrides = EXPERIMENTS[base]
     folder = run_folder(name, args)
-    prepared = os.path.join(args.runs_dir, "prepared")
+    prepared = prepared_folder(name, args)
+    overrides = {k: v for k, v in overrides.items() if k != "threshold_slice"}
     settings = {
         "corpus": "folder", "data_folder": args.data_folder, "verification_file": None,
         "skip_prep": True, "prep_folder": prepared, "output_folder": folder,
@@ -157,16 +162,60 @@ def commands(name, args):
     train += args.extra
     verify = [sys.executable, "speaker_verification.py", "hparams/verification.yaml",
               f"--data_folder={args.data_folder}", f"--experiment_folder={folder}",
-              f"--verification_file={os.path.join(prepared, 'trials.txt')}",
+              f"--verification_file={os.path.join(args.runs_dir, 'prepared', 'trials.txt')}",
               f"--audio_root={args.data_folder}"]
     return train, verify, folder
+
+
+THRESHOLD_PREPARED = "prepared_threshold"
+
+
+def prepared_folder(name, args):
+    """The prepared folder a run trains on: ``prepared``, or for an experiment with a
+    ``threshold_slice`` the same preparation without those speakers (made once)."""
+    prefix = EXPERIMENTS[name.partition(":")[0]][1].get("threshold_slice")
+    if prefix is None:
+        return os.path.join(args.runs_dir, "prepared")
+    return write_threshold_slice(args, prefix)
+
+
+def write_threshold_slice(args, prefix):
+    """``prepared_threshold/``: train.csv and dev.csv without the speakers whose id starts
+    with ``prefix``, and ``threshold_trials.txt``: every target pair of those speakers'
+    clips and as many seeded non-target pairs (their thresholds come from these)."""
+    source = os.path.join(args.runs_dir, "prepared")
+    target = os.path.join(args.runs_dir, THRESHOLD_PREPARED)
+    trials_path = os.path.join(target, "threshold_trials.txt")
+    if os.path.isfile(trials_path):
+        return target
+    os.makedirs(target, exist_ok=True)
+    Utt = namedtuple("Utt", ["speaker", "rel"])
+    held = set()
+    for split in ("train", "dev"):
+        with open(os.path.join(source, f"{split}.csv"), newline="", encoding="utf-8") as fin:
+            reader = csv.DictReader(fin)
+            rows = list(reader)
+        kept = [row for row in rows if not row["spk_id"].startswith(prefix)]
+        held.update(Utt(row["spk_id"], os.path.relpath(row["wav"], args.data_folder))
+                    for row in rows if row["spk_id"].startswith(prefix))
+        with atomic_open(os.path.join(target, f"{split}.csv"), "w", newline="") as fout:
+            writer = csv.DictWriter(fout, fieldnames=reader.fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+    trials = generate_trials(sorted(held), seed=args.seed)
+    atomic_write_text(trials_path, "".join(format_trial_line(t) for t in trials))
+    return target
 
 
 def write_dev_trials(args):
     """The validation trials: every target pair of the dev clips (held-out clips of the
     training speakers, ``dev.csv``) and as many seeded non-target pairs. Settings are
     chosen on these and on the validation error, never on the test trials."""
-    prepared = os.path.join(args.runs_dir, "prepared")
+    return write_dev_trials_in(os.path.join(args.runs_dir, "prepared"), args)
+
+
+def write_dev_trials_in(prepared, args):
+    """:func:`write_dev_trials` for the dev clips of one prepared folder."""
     path = os.path.join(prepared, "dev_trials.txt")
     if os.path.isfile(path):
         return path
@@ -188,7 +237,7 @@ def run_folder(name, args):
 def dev_verify_command(name, args):
     """Verification on the validation trials (pairs of dev clips, training speakers)."""
     folder = run_folder(name, args)
-    trials = os.path.join(args.runs_dir, "prepared", "dev_trials.txt")
+    trials = write_dev_trials_in(prepared_folder(name, args), args)
     return [sys.executable, "speaker_verification.py", "hparams/verification.yaml",
             f"--data_folder={args.data_folder}", f"--experiment_folder={folder}",
             f"--verification_file={trials}",
