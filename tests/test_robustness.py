@@ -195,6 +195,8 @@ def _record_embedder_inputs(monkeypatch):
     original = SpeakerEmbedder.embed
 
     def recording(self, wavs, lengths=None):
+        if lengths is None:
+            lengths = torch.ones(wavs.shape[0])
         counts = torch.round(lengths * wavs.shape[1]).long()
         for row, count in enumerate(counts.tolist()):
             seen[count] = wavs[row, :count].clone()

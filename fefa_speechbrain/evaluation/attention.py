@@ -9,6 +9,7 @@ import csv
 import os
 
 import numpy as np
+import torch
 
 from fefa_speechbrain import plotting
 from fefa_speechbrain.atomic import atomic_open
@@ -49,8 +50,8 @@ def collect_attention(embedder, paths, batch_size=16, sample_rate=16000):
             "attention to plot"
         )
     weights = {}
-    for names, _, wavs, lengths in file_batches(paths, batch_size, sample_rate):
-        embedder.embed(wavs, lengths)
+    for names, signals in file_batches(paths, batch_size, sample_rate):
+        embedder.embed(torch.stack(signals))  # one length per batch: one forward pass
         for name, row in zip(names, fefa.last_attention.float().cpu().numpy()):
             weights[name] = row
     return weights

@@ -33,6 +33,9 @@ from fefa_speechbrain.hparams import load_hparams
 EMBEDDING_KEYS = ("compute_features", "mean_var_norm", "embedding_model")
 CHECKPOINT_MODULES = ("embedding_model", "classifier")
 MAX_LISTED_FILES = 10
+MAX_BATCH_SAMPLES = 16 * 10 * 16000  # samples per forward pass: 16 files of 10 s
+LONG_SECONDS = 30.0  # longer files are recordings: speech only, in windows
+WINDOW_SECONDS = 30.0  # the longest window of a recording embedded at once
 
 
 def find_hparams_file(experiment_folder):
@@ -194,20 +197,56 @@ class SpeakerEmbedder:
 
     @torch.no_grad()
     def embed(self, wavs, lengths=None):
-        """wavs [batch, samples], relative lengths -> embeddings [batch, dim]."""
+        """wavs [batch, samples], relative lengths -> embeddings [batch, dim].
+
+        Rows of different lengths are run in groups of equal length without padding, so
+        a waveform gets the same embedding alone or in any batch, whatever the backbone
+        (ECAPA-TDNN's convolutions see the padding otherwise).
+        """
         wavs = wavs.to(self.device)
         if lengths is None:
-            lengths = torch.ones(wavs.shape[0], device=self.device)
-        lengths = lengths.to(self.device)
-        emb = embed_waveforms(self.modules, wavs, lengths)
-        return emb.reshape(emb.shape[0], -1).float().cpu()
+            lengths = torch.ones(wavs.shape[0])
+        valid = torch.round(torch.as_tensor(lengths).double().cpu() * wavs.shape[1]).long()
+        out = None
+        for length in torch.unique(valid).tolist():
+            rows = torch.nonzero(valid == length).flatten()
+            group = wavs[rows.to(wavs.device), :length]
+            ones = torch.ones(group.shape[0], device=self.device)
+            emb = embed_waveforms(self.modules, group, ones)
+            emb = emb.reshape(emb.shape[0], -1).float().cpu()
+            if out is None:
+                out = torch.empty(wavs.shape[0], emb.shape[1])
+            out[rows] = emb
+        return out
 
-    def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None, progress=None):
-        """Embeds every file once, in length-sorted batches.
+    def embed_recording(self, signal, sample_rate=16000):
+        """One embedding of a long recording in bounded memory: its speech only (voice
+        activity), in windows of at most ``WINDOW_SECONDS``, the length-weighted mean of
+        the windows' unit-length embeddings. None when it holds no speech."""
+        from fefa_speechbrain.inference.vad import speech_only, speech_regions
+
+        speech = speech_only(signal, speech_regions(signal, sample_rate))
+        if speech.numel() < MIN_SAMPLES:
+            return None
+        window = int(WINDOW_SECONDS * sample_rate)
+        count = -(-speech.numel() // window)
+        total = torch.zeros(())
+        for piece in torch.tensor_split(speech, count):
+            emb = self.embed(piece[None])[0]
+            total = total + piece.numel() * emb / emb.norm().clamp(min=1e-12)
+        return total / speech.numel()
+
+    def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None, progress=None,
+                    check_speech=True):
+        """Embeds every file once, in batches of files of equal length.
 
         Every header is checked first (:func:`check_audio_files`): a list with bad files
         fails before any embedding, with one error listing them. Files are then read a
-        batch at a time, so memory does not grow with the number of files.
+        batch at a time, so memory does not grow with the number of files. A batch holds
+        files of one length only (at most ``batch_size`` files and ``MAX_BATCH_SAMPLES``
+        samples), so an embedding does not depend on the other files. Files longer than
+        ``LONG_SECONDS`` are recordings: their speech only is embedded, in bounded memory
+        (:meth:`embed_recording`).
 
         Arguments
         ---------
@@ -222,10 +261,14 @@ class SpeakerEmbedder:
             (e.g. noise for the robustness test).
         progress : callable
             Optional ``progress(files_done, files_total)``, called after every batch.
+        check_speech : bool
+            Run voice activity on every file: those without speech (silence, noise
+            only) are listed in the result's ``no_speech``.
 
         Returns
         -------
-        dict : path -> embedding [dim]
+        Embeddings : dict path -> embedding [dim], with ``no_speech``: the sorted paths
+        in which no speech was found (a recording without speech gets no embedding).
 
         Raises
         ------
@@ -236,38 +279,70 @@ class SpeakerEmbedder:
             Naming the files of a batch the model cannot embed (e.g. shorter than the
             model's minimum input length).
         """
-        embeddings, total = {}, len(set(paths))
-        for names, signals, wavs, wav_lengths in file_batches(paths, batch_size, sample_rate):
-            if transform is not None:
-                wavs = transform(wavs, wav_lengths)
-            try:
-                batch = self.embed(wavs, wav_lengths)
-            except RuntimeError as error:
-                shortest = min(sig.shape[0] for sig in signals)
-                raise RuntimeError(
-                    f"Cannot embed the batch of {len(names)} files {names} (shortest: "
-                    f"{shortest} samples = {shortest / sample_rate:.3f} s; very short files "
-                    f"can be below the model's minimum input length): "
-                    f"{type(error).__name__}: {error}"
-                ) from error
-            embeddings.update(zip(names, batch))
+        from fefa_speechbrain.inference.vad import has_speech
+
+        embeddings, total = Embeddings(), len(set(paths))
+        for names, signals in file_batches(paths, batch_size, sample_rate):
+            if len(names) == 1 and signals[0].numel() > LONG_SECONDS * sample_rate and transform is None:
+                emb = self.embed_recording(signals[0], sample_rate)
+                if emb is None:
+                    embeddings.no_speech.append(names[0])
+                else:
+                    embeddings[names[0]] = emb
+            else:
+                if check_speech:
+                    embeddings.no_speech.extend(
+                        name for name, sig in zip(names, signals) if not has_speech(sig))
+                wavs = torch.stack(signals)
+                if transform is not None:
+                    wavs = transform(wavs, torch.ones(len(names)))
+                try:
+                    batch = self.embed(wavs)
+                except RuntimeError as error:
+                    shortest = signals[0].shape[0]
+                    raise RuntimeError(
+                        f"Cannot embed the batch of {len(names)} files {names} (length: "
+                        f"{shortest} samples = {shortest / sample_rate:.3f} s; very short files "
+                        f"can be below the model's minimum input length): "
+                        f"{type(error).__name__}: {error}"
+                    ) from error
+                embeddings.update(zip(names, batch))
             if progress is not None:
-                progress(len(embeddings), total)
+                progress(len(embeddings) + len(embeddings.no_speech), total)
+        embeddings.no_speech.sort()
         return embeddings
 
 
-def file_batches(paths, batch_size=16, sample_rate=16000):
-    """The files' audio in length-sorted batches: (names, signals, wavs, relative lengths).
+class Embeddings(dict):
+    """path -> embedding, and ``no_speech``: the files in which no speech was found."""
 
-    Every header is checked first (:func:`check_audio_files`); a batch is read only when
-    it is needed, so memory does not grow with the number of files.
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.no_speech = []
+
+
+def file_batches(paths, batch_size=16, sample_rate=16000, max_samples=None):
+    """The files' audio in batches of one length: (names, signals).
+
+    Every header is checked first (:func:`check_audio_files`); files are read in
+    length order, a few at a time, so memory does not grow with the number of files; a
+    batch holds at most ``batch_size`` files of exactly one length and at most
+    ``max_samples`` samples (``MAX_BATCH_SAMPLES``), or one longer file.
     """
+    max_samples = MAX_BATCH_SAMPLES if max_samples is None else max_samples
     lengths = check_audio_files(sorted(set(paths)), sample_rate=sample_rate)
-    order = sorted(lengths, key=lengths.get)
-    for first in range(0, len(order), batch_size):
-        names = order[first : first + batch_size]
-        signals = [load_audio(name, sample_rate=sample_rate) for name in names]
-        yield (names, signals, *pad_signals(signals))
+    order = sorted(lengths, key=lambda name: (lengths[name], name))
+    names, signals = [], []
+    for name in order:
+        signal = load_audio(name, sample_rate=sample_rate)
+        if names and (signal.shape[0] != signals[0].shape[0] or len(names) >= batch_size
+                      or (len(names) + 1) * signal.shape[0] > max_samples):
+            yield names, signals
+            names, signals = [], []
+        names.append(name)
+        signals.append(signal)
+    if names:
+        yield names, signals
 
 
 def pad_signals(signals):

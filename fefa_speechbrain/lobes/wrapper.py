@@ -36,6 +36,9 @@ class FEFAWrapper(torch.nn.Module):
     torch.Size([2, 1, 24])
     >>> torch.allclose(model(feats), ecapa(feats), atol=1e-6)
     True
+    >>> padded = model(feats, torch.tensor([1.0, 0.6]))[1]
+    >>> torch.allclose(padded, model(feats[1:, :90])[0], atol=1e-5)
+    True
     """
 
     def __init__(self, model, n_bins, fefa="single", **fefa_kwargs):
@@ -53,7 +56,26 @@ class FEFAWrapper(torch.nn.Module):
         return [] if self.input_fefa is None else [self.input_fefa]
 
     def forward(self, x, lengths=None):
-        """x: [batch, time, n_bins] -> the wrapped model's embeddings."""
+        """x: [batch, time, n_bins] -> the wrapped model's embeddings.
+
+        In eval mode, rows of different lengths run in groups of one length without their
+        padding, so an utterance's embedding does not depend on its batch (SpeechBrain's
+        ECAPA-TDNN convolves over the padding, which changed embeddings by up to 1e-2).
+        """
+        if lengths is not None and not self.training and not torch.jit.is_tracing():
+            frames = torch.round(lengths.double() * x.shape[1]).long().clamp(1, x.shape[1])
+            if bool((frames != frames[0]).any()):
+                out = None
+                for length in torch.unique(frames).tolist():
+                    rows = torch.nonzero(frames == length).flatten().to(x.device)
+                    emb = self._forward(x[rows, :length], None)
+                    if out is None:
+                        out = emb.new_empty((x.shape[0],) + emb.shape[1:])
+                    out[rows] = emb
+                return out
+        return self._forward(x, lengths)
+
+    def _forward(self, x, lengths):
         if self.input_fefa is not None:
             x = self.input_fefa(x, lengths)
         return self.model(x, lengths)

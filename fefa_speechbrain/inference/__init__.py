@@ -1,0 +1,1 @@
+"""Using a trained model: voice activity, embeddings of files and recordings."""
