@@ -22,6 +22,7 @@ setup(
         "numpy",
         "sentencepiece",
         "matplotlib",
+        "silero-vad",  # voice activity; its model ships in the wheel (MIT)
     ],
     extras_require={
         "test": ["pytest", "hypothesis"],

@@ -110,7 +110,8 @@ EVERYDAY["threshold_slice"] = "f"
 EXPERIMENTS.update({
     "ecapa128_everyday": (ECAPA, dict(EVERYDAY)),
     "ecapa128_everyday_utt": (ECAPA, dict(EVERYDAY, feature_norm="utterance")),
-    "ecapa128_everyday_utt_none": (ECAPA, dict(EVERYDAY, feature_norm="utterance", fefa="none")),
+    "ecapa128_everyday_none": (ECAPA, dict(EVERYDAY, fefa="none")),
+    "ecapa128_everyday_e20": (ECAPA, dict(EVERYDAY, number_of_epochs=20)),
     "ecapa128_reverb_utt": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam",
                                         feature_norm="utterance")),
 })
