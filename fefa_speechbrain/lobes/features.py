@@ -11,6 +11,8 @@ Details: ``docs/reference.md`` (fefa_speechbrain.lobes.features).
 import torch
 from speechbrain.processing.features import STFT, spectral_magnitude
 
+from fefa_speechbrain.lobes.lengths import valid_frames
+
 
 class Spectrogram(torch.nn.Module):
     """Short-time magnitude spectrogram, [batch, time, 257] for 16 kHz audio.
@@ -196,7 +198,7 @@ class UtteranceNormalization(torch.nn.Module):
         batch, frames = x.shape[:2]
         if lengths is None:
             lengths = torch.ones(batch, device=x.device)
-        valid = torch.round(lengths.to(x.device).double() * frames).long().clamp(1, frames)
+        valid = valid_frames(lengths, frames).to(x.device)
         mask = (torch.arange(frames, device=x.device)[None, :] < valid[:, None])[..., None]
         if self.floor is not None:
             peak = torch.where(mask, x, torch.full_like(x, -torch.inf)).amax(dim=(1, 2), keepdim=True)

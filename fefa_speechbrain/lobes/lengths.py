@@ -124,3 +124,21 @@ def conv_output_lengths(abs_lengths, kernel_size, stride=1, padding=0, dilation=
     span = dilation * (kernel_size - 1) + 1
     out = torch.div(abs_lengths + 2 * padding - span, stride, rounding_mode="floor") + 1
     return out.clamp(min=1)
+
+
+def valid_frames(lengths, frames):
+    """Frame counts of centred frames from relative lengths, ``floor(rel * (frames - 1)) + 1``.
+
+    Exact for the frame-exact lengths of ``Spectrogram.frame_lengths`` (``f / frames``), and
+    for waveform-relative lengths (SpeechBrain's ``encode_batch`` passes those) whenever
+    the padded length is a whole number of hops; otherwise at most one frame short.
+
+    Example
+    -------
+    >>> valid_frames(torch.tensor([71 / 231, 1.0]), 231).tolist()
+    [71, 231]
+    >>> valid_frames(torch.tensor([11200 / 36800]), 231).tolist()  # 1 + 11200 // 160
+    [71]
+    """
+    rel = torch.as_tensor(lengths).double().cpu()
+    return (torch.floor(rel * (frames - 1) + 1e-3).long() + 1).clamp(1, frames)  # float32 lengths

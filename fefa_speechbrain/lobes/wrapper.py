@@ -3,6 +3,7 @@
 import torch
 
 from fefa_speechbrain.lobes.fefa import FEFA, check_placement
+from fefa_speechbrain.lobes.lengths import valid_frames
 
 
 class FEFAWrapper(torch.nn.Module):
@@ -63,7 +64,7 @@ class FEFAWrapper(torch.nn.Module):
         ECAPA-TDNN convolves over the padding, which changed embeddings by up to 1e-2).
         """
         if lengths is not None and not self.training and not torch.jit.is_tracing():
-            frames = torch.round(lengths.double() * x.shape[1]).long().clamp(1, x.shape[1])
+            frames = valid_frames(lengths, x.shape[1])
             if bool((frames != frames[0]).any()):
                 out = None
                 for length in torch.unique(frames).tolist():
