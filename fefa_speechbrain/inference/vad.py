@@ -1,8 +1,8 @@
 """Voice activity: where speech is in a waveform, with Silero VAD.
 
 Silero VAD (MIT licence) ships its model inside its wheel, runs on PyTorch or ONNX
-Runtime, and needs no download; ``docs/recordings.md`` has its measured frame error on
-real speech joined by silence and noise. One function, :func:`speech_regions`, is used by
+Runtime, and needs no download; ``docs/everyday-audio.md`` has what it was measured to do on
+real speech, silence and noise. One function, :func:`speech_regions`, is used by
 every path that reads long or doubtful audio.
 """
 
@@ -96,7 +96,7 @@ def has_speech(wav, regions=None, backend="pytorch"):
 
     Measured on the 711 clips of the shared Speech Commands test speakers: every clip but
     one reaches 0.2 (99 % reach 0.67), while digital silence and white, pink or brown
-    noise at -40 to -10 dBFS stay below 0.04 (``docs/recordings.md``). Short words that
+    noise at -40 to -10 dBFS stay below 0.04 (``docs/everyday-audio.md``). Short words that
     Silero's 250 ms minimum drops (40 of the 711 clips) still count as speech.
 
     Example
