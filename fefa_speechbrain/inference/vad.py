@@ -94,8 +94,8 @@ def has_speech(wav, regions=None, backend="pytorch"):
     """Whether a waveform holds speech: a region was found, or a frame's speech
     probability reaches ``NO_SPEECH_PROBABILITY`` (0.2).
 
-    Measured on the 711 clips of the shared Speech Commands test speakers: every clip but
-    one reaches 0.2 (99 % reach 0.67), while digital silence and white, pink or brown
+    Measured on the 711 clips of the shared Speech Commands test speakers: all but 2 clips
+    reach 0.2 (98.9 % reach 0.67), while digital silence and white, pink or brown
     noise at -40 to -10 dBFS stay below 0.04 (``docs/everyday-audio.md``). Short words that
     Silero's 250 ms minimum drops (40 of the 711 clips) still count as speech.
 
