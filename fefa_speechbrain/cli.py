@@ -119,7 +119,7 @@ def build_parser():
                         help="stored threshold to use: eer or far_1pct (%(default)s)")
     with_runtime(verify)
 
-    export = with_model("export", "Export the embedding model as ONNX or TorchScript.")
+    export = with_model("export", "Export the model, waveform to embedding (front-end inside), as ONNX or TorchScript.")
     export.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     export.add_argument("--output", required=True, help="the file to write (.onnx / .pt)")
     export.add_argument("--savedir", default=None, help="where a hub model is downloaded")
@@ -236,14 +236,21 @@ def run_verify(args, workdir):
 
 def run_export(args, workdir):
     from fefa_speechbrain.evaluation.model_source import load_model
-    from fefa_speechbrain.graph_export import export_graph, front_end_bins
+    from fefa_speechbrain.graph_export import export_waveform_graph
+    from fefa_speechbrain.graph_front_end import FrontEndError
 
     model = load_model(args.model, savedir=args.savedir)
-    n_bins = front_end_bins(model.modules, model.sample_rate)
-    metadata = export_graph(model.modules["embedding_model"], args.output, args.format, n_bins)
+    try:
+        metadata = export_waveform_graph(model.modules, args.output, args.format, model.sample_rate)
+    except FrontEndError as error:
+        raise CommandError(f"{args.model}: {error}") from error
     print(
-        f"{args.format} graph of {args.model}: {args.output}\n  inputs: feats [batch, time, "
-        f"{metadata['n_bins']}] and relative lengths [batch]; front-end {metadata['front_end']}"
+        f"{args.format} graph of {args.model}: {args.output}\n  inputs: wavs [batch, samples] "
+        f"float32 at {metadata['sample_rate']} Hz and relative lengths [batch]; output: "
+        f"embedding [batch, dim], {metadata['embedding']}\n  inside the graph: "
+        f"{metadata['preprocessing']} -> {metadata['embedding_model']}\n  parity with "
+        f"PyTorch: max abs difference {metadata['parity_max_rel_diff']:.1e} of the largest "
+        "embedding value (docs/deployment.md runs it with onnxruntime and numpy only)"
     )
     return 0
 

@@ -136,16 +136,19 @@ def test_verify_uses_and_names_stored_threshold(setup, capsys):
 
 def test_export_onnx_matches(setup, capsys, tmp_path):
     pytest.importorskip("onnxruntime")
+    from fefa_speechbrain.data.audio import load_audio
     from fefa_speechbrain.evaluation.model_source import load_model
-    from fefa_speechbrain.graph_export import graph_embedder
+    from fefa_speechbrain.graph_export import WaveformGraphModel
+    from fefa_speechbrain.graph_front_end import describe_preprocessing
 
     output = tmp_path / "model.onnx"
     status, out, err = run(capsys, "export", setup["pretrained"], "--format", "onnx", "--output", output)
     assert status == 0, err
-    assert "front-end outside" in out
-    embedder = graph_embedder(load_model(setup["pretrained"]).modules, str(output))
-    files = trial_files(setup["trials"])[:3]
-    for path, embedding in embedder.embed_files(files, 2).items():
+    assert "inputs: wavs [batch, samples]" in out
+    assert describe_preprocessing(load_model(setup["pretrained"]).modules) in out  # the model's own
+    graph = WaveformGraphModel(str(output))
+    for path in trial_files(setup["trials"])[:3]:
+        embedding = graph(load_audio(path)[None])[0]
         assert torch.allclose(embedding, setup["embeddings"][path], atol=1e-5)
 
 

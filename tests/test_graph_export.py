@@ -85,3 +85,91 @@ def test_graph_matches_pytorch(name, fefa, fmt, tmp_path):
 def test_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="format"):
         export_graph(random_model("vggm_tap", "none"), str(tmp_path / "m"), "tflite")
+
+
+# ---- the waveform graph: front-end inside -------------------------------------------
+
+WAVEFORM_CASES = [
+    ("ecapa", "frame", True, "onnx"),
+    ("thin_resnet34_tap", "utterance", True, "onnx"),
+    ("vggm_tap", "frame", False, "onnx"),  # magnitude without log; min_frames 65
+    ("thin_seresnet34_tap", "utterance", True, "onnx"),
+    ("ecapa", "utterance", True, "torchscript"),
+    ("vggm_tap", "frame", True, "torchscript"),
+]
+
+
+def waveform_modules(name, norm, log):
+    from fefa_speechbrain.lobes.features import Spectrogram, feature_normalization
+
+    return {"compute_features": Spectrogram(log=log), "mean_var_norm": feature_normalization(norm),
+            "embedding_model": random_model(name, "single")}
+
+
+def mixed_waveforms():
+    """Lengths the trace never saw, in one padded batch: 2.1 s, 1.3 s, 0.3 s (30 frames)."""
+    generator = torch.Generator().manual_seed(7)
+    wavs = 0.1 * torch.randn(3, 33600, generator=generator)
+    lengths = torch.tensor([1.0, 20800 / 33600, 4800 / 33600])
+    keep = torch.arange(wavs.shape[1])[None] < torch.round(lengths * wavs.shape[1])[:, None]
+    return wavs * keep, lengths
+
+
+def relative_difference(actual, expected):
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.mark.parametrize("name, norm, log, fmt", WAVEFORM_CASES)
+def test_waveform_graph_matches_pytorch(name, norm, log, fmt, tmp_path):
+    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+    from fefa_speechbrain.graph_export import WaveformGraphModel, export_waveform_graph
+    from fefa_speechbrain.graph_front_end import describe_preprocessing
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    modules = waveform_modules(name, norm, log)
+    path = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    metadata = export_waveform_graph(modules, str(path), fmt)
+    graph = WaveformGraphModel(path)
+    assert graph.metadata["preprocessing"] == describe_preprocessing(modules)
+    assert ("log(x + 1e-06)" in metadata["preprocessing"]) == log
+    assert type(modules["mean_var_norm"]).__name__ in metadata["preprocessing"]
+    wavs, lengths = mixed_waveforms()
+    expected = SpeakerEmbedder(modules).embed(wavs, lengths)  # each row as when alone
+    assert relative_difference(graph(wavs, lengths), expected) < MAX_REL_DIFF
+    if name == "ecapa":
+        return  # SpeechBrain's ECAPA-TDNN convolutions see the padding: rows of one length
+    # the package's backbones: one padded call with relative lengths is exact too
+    padded = graph._run(wavs, lengths)
+    assert relative_difference(padded, expected) < MAX_REL_DIFF, f"{name}: padded batch"
+
+
+def test_waveform_graph_of_the_shipped_model_on_speech(tmp_path):
+    """Real speech (the card's example clips, cut to mixed lengths): within 1e-5."""
+    pytest.importorskip("onnxruntime")
+    from fefa_speechbrain.data.audio import load_audio
+    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, pad_signals
+    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.graph_export import WaveformGraphModel, export_waveform_graph
+
+    model = load_model("pretrained/fefa-ecapa128-speechcommands")
+    path = str(tmp_path / "model.onnx")
+    metadata = export_waveform_graph(model.modules, path, "onnx")
+    assert "log(x + 1e-06)" in metadata["preprocessing"]  # the shipped model's Spectrogram(log=True)
+    example = "pretrained/fefa-ecapa128-speechcommands/example"
+    signals = [load_audio(f"{example}/{name}.flac") for name in ("speaker1_down", "speaker1_go", "speaker2_left")]
+    signals += [signals[0][:9000], signals[2][3000:15345]]
+    wavs, lengths = pad_signals(signals)
+    expected = SpeakerEmbedder(model.modules).embed(wavs, lengths)
+    assert relative_difference(WaveformGraphModel(path)(wavs, lengths), expected) < MAX_REL_DIFF
+
+
+def test_front_end_outside_the_package_is_refused(tmp_path):
+    from speechbrain.lobes.features import Fbank
+
+    from fefa_speechbrain.graph_export import export_waveform_graph
+    from fefa_speechbrain.graph_front_end import FrontEndError
+
+    modules = {**waveform_modules("ecapa", "frame", True), "compute_features": Fbank()}
+    with pytest.raises(FrontEndError, match="only fefa_speechbrain.lobes.features.Spectrogram"):
+        export_waveform_graph(modules, str(tmp_path / "m.onnx"), "onnx")
