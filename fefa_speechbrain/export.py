@@ -41,6 +41,12 @@ from fefa_speechbrain.evaluation.metrics import (
     false_accept_threshold,
     verification_report,
 )
+from fefa_speechbrain.evaluation.thresholds import (
+    csv_speakers,
+    rates_at_thresholds,
+    threshold_source,
+    trial_list_speakers,
+)
 from fefa_speechbrain.evaluation.verification import cosine_scores
 from fefa_speechbrain.hparams import load_hparams
 
@@ -323,6 +329,9 @@ def export_pretrained(
     threshold_trials=None,
     audio_root=None,
     batch_size=16,
+    threshold_speakers="auto",
+    test_trials=None,
+    test_audio_root=None,
 ):
     """Writes the best checkpoint of a training run as a SpeechBrain pretrained folder.
 
@@ -339,13 +348,25 @@ def export_pretrained(
     device : str
         Where to load and check the model.
     threshold_trials : str
-        Optional validation trial list (``label enrol test``): the EER threshold and
-        the 1 % false-accept threshold of the model on it are stored in ``config.json``
+        Optional trial list (``label enrol test``), best of speakers not used in
+        training (the recipe's ``threshold_trials.txt``): the EER threshold and the 1 %
+        false-accept threshold of the model on it are stored in ``config.json``
         (``thresholds``, see :func:`decision_thresholds`), for ``fefa-speechbrain verify``.
+        Their descriptions say which speakers the trials are of.
     audio_root : str
         Folder the paths of ``threshold_trials`` are relative to (default: its folder).
     batch_size : int
-        Files per forward pass when embedding ``threshold_trials``.
+        Files per forward pass when embedding trial lists.
+    threshold_speakers : str
+        ``"auto"``: the speakers of ``threshold_trials`` (first folder of each path) are
+        compared with the training CSV's (``train_annotation``); ``"unseen"`` or
+        ``"training"``: as declared (checked against the CSV when it is there).
+    test_trials : str
+        Optional test trial list: the false-accept and miss rates the stored
+        thresholds give on it (and its EER) go into ``config.json`` (``test_rates``)
+        and the card.
+    test_audio_root : str
+        Folder the paths of ``test_trials`` are relative to (default: its folder).
 
     Returns
     -------
@@ -397,6 +418,7 @@ def export_pretrained(
     _check_destination(out_dir, overwrite)
     hparams_file = find_hparams_file(experiment_folder)
     trials = read_trials(threshold_trials, audio_root) if threshold_trials else None
+    tests = read_trials(test_trials, test_audio_root) if test_trials else None
     with open(hparams_file, encoding="utf-8") as fin:
         inference_yaml = make_inference_yaml(fin.read(), source=hparams_file)
     hparams, checkpoint = load_experiment(experiment_folder, device=device)
@@ -404,10 +426,22 @@ def export_pretrained(
     probe = probe_batch(hparams.get("sample_rate", 16000))
     expected = SpeakerEmbedder(hparams["modules"], device).embed(*probe)
     config = _config(experiment_folder, hparams, checkpoint, expected.shape[-1])
+    embedder = SpeakerEmbedder(hparams["modules"], device)
+    training = csv_speakers(hparams.get("train_annotation"))
     if trials is not None:
-        embedder = SpeakerEmbedder(hparams["modules"], device)
+        root = audio_root or os.path.dirname(os.path.abspath(threshold_trials))
+        source = threshold_source(os.path.basename(threshold_trials),
+                                  trial_list_speakers(trials, root), training, threshold_speakers)
         config["thresholds"] = decision_thresholds(
             embedder, trials, os.path.basename(threshold_trials), batch_size,
+            hparams.get("sample_rate", 16000), source=source,
+        )
+    if tests is not None:
+        root = test_audio_root or os.path.dirname(os.path.abspath(test_trials))
+        source = threshold_source(os.path.basename(test_trials), trial_list_speakers(tests, root),
+                                  training)
+        config["test_rates"] = measure_test_rates(
+            embedder, tests, source, config.get("thresholds", {}), batch_size,
             hparams.get("sample_rate", 16000),
         )
 
@@ -478,7 +512,7 @@ def _config(experiment_folder, hparams, checkpoint, embedding_dim):
     }
 
 
-def decision_thresholds(embedder, trials, name, batch_size=16, sample_rate=16000):
+def decision_thresholds(embedder, trials, name, batch_size=16, sample_rate=16000, source=None):
     """The EER and 1 % false-accept thresholds of cosine scores on a trial list.
 
     Arguments
@@ -491,12 +525,16 @@ def decision_thresholds(embedder, trials, name, batch_size=16, sample_rate=16000
         How the list is named in the descriptions (no local path).
     batch_size, sample_rate : int
         As for :meth:`SpeakerEmbedder.embed_files`.
+    source : dict
+        Which speakers the trials are of (:func:`~fefa_speechbrain.evaluation.thresholds.threshold_source`);
+        None: "trials {name} (speakers not checked)".
 
     Returns
     -------
     dict : ``eer`` and ``far_1pct`` -> ``{"value", "description"}``, plus ``trials``
-    (name and counts).
+    (name, counts, the kind of speakers and their number).
     """
+    phrase = source["phrase"] if source else f"trials {name} (speakers not checked)"
     embeddings = embedder.embed_files(trial_files(trials), batch_size, sample_rate)
     scores = cosine_scores(embeddings, trials)
     labels = np.array([trial.label for trial in trials])
@@ -506,15 +544,40 @@ def decision_thresholds(embedder, trials, name, batch_size=16, sample_rate=16000
     return {
         "eer": {
             "value": between_scores(scores, report["eer_threshold"]),
-            "description": f"EER threshold on the validation trials {name} ({counts}; "
+            "description": f"EER threshold on {phrase} ({counts}; "
             f"EER {100 * report['eer']:.2f} %)",
         },
         "far_1pct": {
             "value": between_scores(scores, far_threshold),
-            "description": f"1 % false-accept threshold on the validation trials {name} "
+            "description": f"1 % false-accept threshold on {phrase} "
             f"({counts}; false accepts {100 * far:.2f} %)",
         },
-        "trials": {"name": name, "n_target": report["n_target"], "n_nontarget": report["n_nontarget"]},
+        "trials": {"name": name, "n_target": report["n_target"], "n_nontarget": report["n_nontarget"],
+                   "speakers": source["kind"] if source else "unchecked",
+                   "n_speakers": source["n_speakers"] if source else None},
+    }
+
+
+def measure_test_rates(embedder, trials, source, thresholds, batch_size=16, sample_rate=16000):
+    """What the stored thresholds give on test trials: false-accept and miss rates, and the EER.
+
+    Returns
+    -------
+    dict : ``trials`` (name, counts, speakers), ``eer`` (fraction) and
+    ``at_thresholds``: per stored threshold ``{"false_accept", "miss"}`` (fractions).
+    """
+    embeddings = embedder.embed_files(trial_files(trials), batch_size, sample_rate)
+    scores = cosine_scores(embeddings, trials)
+    labels = np.array([trial.label for trial in trials])
+    report = verification_report(scores, labels)
+    values = {key: entry["value"] for key, entry in thresholds.items() if key in ("eer", "far_1pct")}
+    name = source["phrase"].rsplit(": ", 1)[-1]
+    return {
+        "trials": {"name": name, "n_target": report["n_target"], "n_nontarget": report["n_nontarget"],
+                   "speakers": source["kind"], "n_speakers": source["n_speakers"],
+                   "description": source["phrase"]},
+        "eer": float(report["eer"]),
+        "at_thresholds": rates_at_thresholds(scores, labels, values),
     }
 
 
@@ -557,8 +620,48 @@ def _readme(config):
             lines.append(f"| {entry['description']} | cosine {entry['value']:.4f} |")
     if "thresholds" not in config:
         lines.append("| decision thresholds | not stored (export with `--threshold_trials`) |")
+    lines += ["", *threshold_rates_table(config)]
     dataset = config.get("dataset") or "custom"
     return template.format(config=config, results="\n".join(lines), dataset=dataset)
+
+
+def threshold_rates_table(config):
+    """The card's lines on what the stored thresholds give on the test trials.
+
+    Example
+    -------
+    >>> config = {"thresholds": {"far_1pct": {"value": 0.403}}, "test_rates": {
+    ...     "trials": {"description": "trials of 40 speakers not used in training: t.txt",
+    ...                "n_target": 10, "n_nontarget": 10},
+    ...     "eer": 0.078, "at_thresholds": {"far_1pct": {"false_accept": 0.0166, "miss": 0.2}}}}
+    >>> print("\\n".join(threshold_rates_table(config)))
+    What the stored thresholds give on the test trials (trials of 40 speakers not used in
+    training: t.txt; 10 target / 10 non-target; EER there 7.80 %):
+    <BLANKLINE>
+    | stored threshold | false accepts | misses |
+    |---|---|---|
+    | far_1pct (cosine 0.4030) | 1.66 % | 20.00 % |
+    """
+    rates, thresholds = config.get("test_rates"), config.get("thresholds", {})
+    if not thresholds:
+        return []
+    if not rates:
+        return ["False-accept and miss rates of these thresholds on test speakers: not measured "
+                "(export with `--test_trials`)."]
+    trials = rates["trials"]
+    lines = [
+        f"What the stored thresholds give on the test trials ({trials['description']}; "
+        f"{trials['n_target']} target / {trials['n_nontarget']} non-target; EER there "
+        f"{100 * rates['eer']:.2f} %):",
+        "",
+        "| stored threshold | false accepts | misses |",
+        "|---|---|---|",
+    ]
+    for name, at in rates["at_thresholds"].items():
+        value = thresholds[name]["value"]
+        lines.append(f"| {name} (cosine {value:.4f}) | {100 * at['false_accept']:.2f} % | "
+                     f"{100 * at['miss']:.2f} % |")
+    return lines
 
 
 def _check_same_embeddings(expected, actual, folder):

@@ -62,8 +62,11 @@ def test_thresholds_stored_and_no_local_paths(setup):
         # the same decision on every trial as the raw threshold, and no score on it
         assert ((scores >= stored) == (scores >= value)).all()
         assert np.abs(scores - stored).min() > 1e-7
-    assert thresholds["eer"]["description"].startswith("EER threshold on the validation trials trials.txt")
-    assert thresholds["trials"] == {"name": "trials.txt", "n_target": 3, "n_nontarget": 12}
+    # no training CSV to compare with: the description says the speakers were not checked
+    assert thresholds["eer"]["description"].startswith(
+        "EER threshold on trials of 3 speakers (not compared with the training speakers): trials.txt")
+    assert thresholds["trials"] == {"name": "trials.txt", "n_target": 3, "n_nontarget": 12,
+                                    "speakers": "unchecked", "n_speakers": 3}
     for name in os.listdir(setup["pretrained"]):
         text = open(os.path.join(setup["pretrained"], name), "rb").read().decode("utf-8", "replace")
         assert str(setup["root"]) not in text and "/tmp/" not in text, name
