@@ -9,12 +9,16 @@ experiment" is :data:`RESUMABLE_KEYS`: every other value of the yaml is identity
 """
 
 import csv
+import datetime
 import hashlib
 import json
 import logging
 import os
 import socket
 import time
+
+import yaml
+from hyperpyyaml import resolve_references
 
 from fefa_speechbrain.atomic import atomic_write_json, atomic_write_text
 from fefa_speechbrain.hparams import (
@@ -451,8 +455,8 @@ def rerun_differences(output_folder, hparams_file, overrides=None, annotations=N
         return []
     saved_file = os.path.join(output_folder, "hyperparams.yaml")
     differences = []
-    if os.path.isfile(saved_file):
-        saved = read_plain_hparams(saved_file)
+    saved = _read_saved_hparams(saved_file) if os.path.isfile(saved_file) else None
+    if saved is not None:
         known = plain_hparams(hparams_file, overrides)
         same = {
             key: saved[key]
@@ -466,3 +470,66 @@ def rerun_differences(output_folder, hparams_file, overrides=None, annotations=N
     if annotations is not None:
         differences += corpus_differences(output_folder, label_file, annotations)
     return differences
+
+
+def save_hyperparams(hparams_file, output_folder, overrides=None):
+    """Writes ``<output_folder>/hyperparams.yaml`` atomically, as SpeechBrain would.
+
+    The same content as ``speechbrain.create_experiment_directory`` writes (a header
+    naming the source yaml, then the yaml with the overrides applied), but through a
+    temporary file renamed when complete: a disk full or a kill at a training's start
+    leaves the previous copy (or none), never a truncated one that every rerun would
+    fail to parse. The training script calls it, then ``create_experiment_directory``
+    with ``hyperparams_to_save=None``.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "train.yaml").write("seed: 1\\nlr: 0.1\\n")
+    >>> path = save_hyperparams(str(tmp / "train.yaml"), str(tmp / "out"), {"lr": 0.5})
+    >>> read_plain_hparams(path)
+    {'seed': 1, 'lr': 0.5}
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        resolved = resolve_references(fin, overrides or {}).getvalue()
+    header = (
+        f"# Generated {datetime.date.today()} from:\n# {os.path.abspath(hparams_file)}\n"
+        "# yamllint disable\n"
+    )
+    path = os.path.join(output_folder, "hyperparams.yaml")
+    atomic_write_text(path, header + resolved)
+    return path
+
+
+def _has_checkpoints(output_folder):
+    save = os.path.join(output_folder, "save")
+    return os.path.isdir(save) and any(name.startswith("CKPT+") for name in os.listdir(save))
+
+
+def _read_saved_hparams(saved_file):
+    """The saved hyperparams of an experiment; a damaged copy is replaced or explained.
+
+    A copy that cannot be parsed (truncated by a disk full or a kill while it was
+    written by an older version) identifies nothing. Without checkpoints nothing was
+    trained: it is removed with a warning (None: the run starts afresh and writes it
+    again). With checkpoints, the experiment's identity is unknown: a clear error.
+    """
+    try:
+        return read_plain_hparams(saved_file)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:300]
+        output_folder = os.path.dirname(saved_file)
+        if not _has_checkpoints(output_folder):
+            logger.warning(
+                "%s is damaged (%s) and no checkpoint was saved yet: removed, this run "
+                "writes it again", saved_file, reason,
+            )
+            os.remove(saved_file)
+            return None
+        raise ExperimentError(
+            f"{saved_file} is damaged (truncated by a disk full or a kill?), so this run "
+            f"cannot be compared with the experiment whose checkpoints are in "
+            f"{output_folder}/save: {reason}. If this run uses the same values as that "
+            "one, delete the file and run again (it is rewritten); otherwise choose "
+            "another --output_folder, or add --overwrite"
+        ) from error

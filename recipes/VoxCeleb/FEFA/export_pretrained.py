@@ -12,16 +12,11 @@ To run:
         pretrained/thin_resnet34_gvlad \
         --threshold_trials=results/prepared/voxceleb/trials.txt --audio_root=/data/voxceleb1/wav
 With --threshold_trials, the EER threshold and the 1 % false-accept threshold on that
-list are stored in config.json (used by ``fefa-speechbrain verify``). Set them on speakers
-the model never saw in training (the recipe's ``prep_folder/threshold_trials.txt`` with
-``n_threshold_speakers``): thresholds from held-out clips of the training speakers accept
-and miss more on new speakers than their figures say. The descriptions name the trials
-truthfully: their speakers are compared with the training CSV's (``--threshold_speakers``
-declares them when it is gone). With --test_trials, the false-accept and miss rates those
-thresholds give on the test trials go into config.json and the card.
+list are stored in config.json (used by ``fefa-speechbrain verify``).
 """
 
 import argparse
+import errno
 import json
 import sys
 
@@ -41,37 +36,49 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", help="where to load and check the model")
     parser.add_argument(
         "--threshold_trials", default=None,
-        help="trial list, best of speakers not used in training (prep_folder/threshold_trials.txt): "
-        "its EER and 1%% false-accept thresholds go into config.json",
+        help="validation trial list: its EER and 1%% false-accept thresholds go into config.json",
     )
     parser.add_argument(
         "--audio_root", default=None, help="folder the paths of --threshold_trials are under"
-    )
-    parser.add_argument(
-        "--threshold_speakers", default="auto", choices=("auto", "unseen", "training"),
-        help="who the --threshold_trials speakers are: auto compares them with the training "
-        "CSV's speakers; unseen / training declare it (checked when the CSV is there)",
-    )
-    parser.add_argument(
-        "--test_trials", default=None,
-        help="test trial list: the false-accept and miss rates of the stored thresholds on it "
-        "go into config.json and the card",
-    )
-    parser.add_argument(
-        "--test_audio_root", default=None, help="folder the paths of --test_trials are under"
     )
     parser.add_argument("--batch_size", type=int, default=16, help="files per forward pass")
     return parser.parse_args(argv)
 
 
+def write_failure(error, out_dir):
+    """The one-line message for an export that could not be written (None: not a write error).
+
+    The export is written into a hidden staging folder beside OUT_DIR and moved into
+    place only when complete, so a failed write leaves OUT_DIR as it was.
+    """
+    if isinstance(error, OSError) and error.errno is not None:  # a system error, not a message
+        reason = error.strerror or str(error)
+        if error.errno == errno.ENOSPC:
+            reason = "the disk is full"
+    elif isinstance(error, RuntimeError) and "PytorchStreamWriter failed" in str(error):
+        reason = f"torch.save failed ({str(error).splitlines()[0]}; a full disk?)"
+    else:
+        return None
+    return (
+        f"export_pretrained.py: error: writing the export to {out_dir} failed: {reason}. "
+        f"Nothing was replaced ({out_dir} is as it was); free space or choose another "
+        "OUT_DIR and run the same command again"
+    )
+
+
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])
-    folder = export_pretrained(
-        args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device,
-        threshold_trials=args.threshold_trials, audio_root=args.audio_root,
-        batch_size=args.batch_size, threshold_speakers=args.threshold_speakers,
-        test_trials=args.test_trials, test_audio_root=args.test_audio_root,
-    )
+    try:
+        folder = export_pretrained(
+            args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device,
+            threshold_trials=args.threshold_trials, audio_root=args.audio_root,
+            batch_size=args.batch_size,
+        )
+    except (OSError, RuntimeError) as error:
+        message = write_failure(error, args.out_dir)
+        if message is None:
+            raise
+        sys.exit(message)
     print(f"Exported {args.experiment_folder} to {folder}. Load it with:\n")
     print(LOAD_SNIPPET.format(folder=folder))
     thresholds = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("thresholds", {})
@@ -79,9 +86,4 @@ if __name__ == "__main__":
         if name in thresholds:
             print(f"\nStored threshold {name}: {thresholds[name]['value']:.4f} "
                   f"({thresholds[name]['description']})", end="")
-    rates = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("test_rates")
-    for name, at in (rates or {}).get("at_thresholds", {}).items():
-        print(f"\n  on {rates['trials']['description']}: {name} accepts "
-              f"{100 * at['false_accept']:.2f} % of different-speaker pairs and misses "
-              f"{100 * at['miss']:.2f} % of same-speaker pairs", end="")
     print(f"\nDecide with: fefa-speechbrain verify {folder} enrol.wav test.wav" if thresholds else "")

@@ -41,6 +41,7 @@ from fefa_speechbrain.experiment import (
     record_corpus,
     refuse_or_replace,
     rerun_differences,
+    save_hyperparams,
 )
 from fefa_speechbrain.hparams import (
     add_override,
@@ -278,9 +279,12 @@ if __name__ == "__main__":
     # Checks, the output folder's lock, data preparation (main process), then the
     # classifier sized to the training speakers
     hparams, overrides = load_training_hparams(hparams_file, overrides, bool(overwrite))
+    # hyperparams.yaml written atomically (SpeechBrain's own copy is a plain write,
+    # which a full disk leaves truncated), then the rest of SpeechBrain's set-up
+    run_on_main(save_hyperparams, args=[hparams_file, hparams["output_folder"], overrides])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
+        hyperparams_to_save=None,
         overrides=overrides,
     )
     annotations = {key: hparams[key] for key in CORPUS_FILES}
