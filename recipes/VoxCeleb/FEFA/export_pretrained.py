@@ -12,7 +12,13 @@ To run:
         pretrained/thin_resnet34_gvlad \
         --threshold_trials=results/prepared/voxceleb/trials.txt --audio_root=/data/voxceleb1/wav
 With --threshold_trials, the EER threshold and the 1 % false-accept threshold on that
-list are stored in config.json (used by ``fefa-speechbrain verify``).
+list are stored in config.json (used by ``fefa-speechbrain verify``). Set them on speakers
+the model never saw in training (the recipe's ``prep_folder/threshold_trials.txt`` with
+``n_threshold_speakers``): thresholds from held-out clips of the training speakers accept
+and miss more on new speakers than their figures say. The descriptions name the trials
+truthfully: their speakers are compared with the training CSV's (``--threshold_speakers``
+declares them when it is gone). With --test_trials, the false-accept and miss rates those
+thresholds give on the test trials go into config.json and the card.
 """
 
 import argparse
@@ -36,10 +42,24 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", help="where to load and check the model")
     parser.add_argument(
         "--threshold_trials", default=None,
-        help="validation trial list: its EER and 1%% false-accept thresholds go into config.json",
+        help="trial list, best of speakers not used in training (prep_folder/threshold_trials.txt): "
+        "its EER and 1%% false-accept thresholds go into config.json",
     )
     parser.add_argument(
         "--audio_root", default=None, help="folder the paths of --threshold_trials are under"
+    )
+    parser.add_argument(
+        "--threshold_speakers", default="auto", choices=("auto", "unseen", "training"),
+        help="who the --threshold_trials speakers are: auto compares them with the training "
+        "CSV's speakers; unseen / training declare it (checked when the CSV is there)",
+    )
+    parser.add_argument(
+        "--test_trials", default=None,
+        help="test trial list: the false-accept and miss rates of the stored thresholds on it "
+        "go into config.json and the card",
+    )
+    parser.add_argument(
+        "--test_audio_root", default=None, help="folder the paths of --test_trials are under"
     )
     parser.add_argument("--batch_size", type=int, default=16, help="files per forward pass")
     return parser.parse_args(argv)
@@ -72,7 +92,8 @@ if __name__ == "__main__":
         folder = export_pretrained(
             args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device,
             threshold_trials=args.threshold_trials, audio_root=args.audio_root,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, threshold_speakers=args.threshold_speakers,
+            test_trials=args.test_trials, test_audio_root=args.test_audio_root,
         )
     except (OSError, RuntimeError) as error:
         message = write_failure(error, args.out_dir)
@@ -86,4 +107,9 @@ if __name__ == "__main__":
         if name in thresholds:
             print(f"\nStored threshold {name}: {thresholds[name]['value']:.4f} "
                   f"({thresholds[name]['description']})", end="")
+    rates = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("test_rates")
+    for name, at in (rates or {}).get("at_thresholds", {}).items():
+        print(f"\n  on {rates['trials']['description']}: {name} accepts "
+              f"{100 * at['false_accept']:.2f} % of different-speaker pairs and misses "
+              f"{100 * at['miss']:.2f} % of same-speaker pairs", end="")
     print(f"\nDecide with: fefa-speechbrain verify {folder} enrol.wav test.wav" if thresholds else "")
