@@ -12,7 +12,6 @@ absent. Leftover staging directories of a killed run are removed at start.
 
 import logging
 import os
-import pickle
 import shutil
 from collections.abc import Mapping
 
@@ -154,11 +153,15 @@ def read_state_dict(path):
         if target != os.path.abspath(path):
             link = f" (a link to {target}, which does not exist)"
         raise FileNotFoundError(f"{path} is missing{link}")
+    target = os.path.realpath(path)
+    link = f" (a link to {target})" if target != os.path.abspath(path) else ""
     try:  # tensors only: a pickle that would run code is refused
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # a text or foreign file fails in the unpickler anywhere
         raise PretrainedFolderError(
-            f"{path} cannot be read as a PyTorch state dict (truncated, not a "
+            f"{path}{link} cannot be read as a PyTorch state dict (truncated, not a "
             "checkpoint, or holding Python objects that weights_only=True refuses): "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from error

@@ -11,6 +11,7 @@ Details: ``docs/reference.md`` (fefa_speechbrain.export).
 import json
 import os
 import re
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -504,6 +505,7 @@ def _config(experiment_folder, hparams, checkpoint, embedding_dim):
         "embedding_dim": int(embedding_dim),
         "n_speakers": hparams.get("n_speakers"),
         "sample_rate": hparams.get("sample_rate", 16000),
+        "fefa_rescale": hparams.get("fefa_rescale"),
         "source_experiment": Path(experiment_folder).absolute().name,
         "checkpoint": checkpoint.path.name,
         "checkpoint_meta": meta,
@@ -584,6 +586,8 @@ def measure_test_rates(embedder, trials, source, thresholds, batch_size=16, samp
 def _write_folder(folder, inference_yaml, modules, label_file, config):
     header = _yaml_header(config)
     (folder / "hyperparams.yaml").write_text(header + inference_yaml, encoding="utf-8")
+    # lets a loader tell an edited yaml (model_source.check_against_config)
+    config["hyperparams_sha256"] = hashlib.sha256((header + inference_yaml).encode("utf-8")).hexdigest()
     for key in ("embedding_model", "classifier"):
         state = {name: tensor.detach().cpu() for name, tensor in modules[key].state_dict().items()}
         torch.save(state, folder / f"{key}.ckpt")

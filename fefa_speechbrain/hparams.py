@@ -309,7 +309,7 @@ def check_hparams(hparams, hparams_file="hparams"):
     Traceback (most recent call last):
     ...
     ValueError: hparams: invalid values (fix the yaml or the command-line override):
-      augment=True: enable at least one of augment_speed, augment_noise, augment_babble, augment_reverb, augment_drop_freq
+      augment=True: enable at least one of augment_speed, augment_noise, augment_babble, augment_reverb, augment_drop_freq, ...
     >>> check_hparams({"corpus": "timit", "batch_size": 0, "augment": "yes"})
     Traceback (most recent call last):
     ...
@@ -354,3 +354,126 @@ def count_speakers(csv_path):
         if reader.fieldnames is None or "spk_id" not in reader.fieldnames:
             raise ValueError(f"{csv_path} has no spk_id column (columns: {reader.fieldnames})")
         return len({row["spk_id"] for row in reader})
+
+
+# Loading a yaml runs it: HyperPyYAML builds every !new: object, calls every !apply:
+# function and imports every !name: / !module: target (and ruamel's loader also
+# constructs !!python/ tags). A model folder from someone else is therefore checked
+# before it is loaded: only tags naming these packages pass, minus the entry points in
+# them that fetch, load or run other code. This is a filter against the obvious, not a
+# sandbox: trust=True (--trust) skips it for folders whose author you trust.
+TRUSTED_PACKAGES = ("speechbrain", "fefa_speechbrain", "torch", "torchaudio")
+UNSAFE_TARGETS = (
+    "torch.hub", "torch.load", "torch.serialization", "torch.package", "torch.jit.load",
+    "torch.utils.cpp_extension", "torch.ops", "torch.classes", "torch.library",
+    "torch.distributed", "torch.multiprocessing", "torch.compile",
+    "speechbrain.utils.superpowers", "speechbrain.utils.data_utils", "speechbrain.utils.fetching",
+    "speechbrain.utils.importutils", "speechbrain.utils.distributed", "speechbrain.inference",
+    "speechbrain.pretrained", "speechbrain.core", "speechbrain.utils.checkpoints",
+    "fefa_speechbrain.hparams", "fefa_speechbrain.evaluation.model_source",
+    "fefa_speechbrain.cli", "fefa_speechbrain.export",
+)
+CALLING_TAGS = ("!new:", "!name:", "!apply:", "!module:")
+
+
+class UntrustedYamlError(ValueError):
+    """A yaml that would import or run code outside the trusted packages when loaded."""
+
+
+def _untrusted_target(target):
+    """Why loading a tag naming ``target`` (``os.system``) is refused, or None."""
+    parts = target.split(".")
+    if parts[0] not in TRUSTED_PACKAGES:
+        return f"names {parts[0]}, outside {', '.join(TRUSTED_PACKAGES)}"
+    if any(part.startswith("_") for part in parts):
+        return "names a private or special attribute"
+    for unsafe in UNSAFE_TARGETS:
+        if target == unsafe or target.startswith(unsafe + "."):
+            return f"{unsafe} fetches, loads or runs other code"
+    return None
+
+
+def _tag_problem(tag):
+    """Why a yaml node tag is refused before loading (None for a harmless tag)."""
+    if tag.startswith("tag:yaml.org,2002:python/"):
+        return "a Python object tag (runs code when loaded)"
+    if tag.startswith("!include:"):
+        return "includes another file, which would be loaded unchecked"
+    for prefix in CALLING_TAGS:
+        if tag.startswith(prefix):
+            return _untrusted_target(tag[len(prefix):].strip())
+    return None
+
+
+def untrusted_tags(path):
+    """Every tag of a yaml that loading would use to import or run untrusted code.
+
+    The yaml is composed (parsed into nodes: tags, ``%TAG`` directives and verbatim
+    tags resolved, nothing constructed, nothing imported), so a tag cannot hide in
+    another spelling.
+
+    Returns
+    -------
+    list of str : ``"line N: !apply:os.system names os, outside ..."``.
+
+    Raises
+    ------
+    UntrustedYamlError
+        When the file is not valid YAML (it cannot be checked).
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "h.yaml").write("a: !new:torch.nn.Linear [2, 2]\\nb: !apply:os.system [ls]\\n")
+    >>> untrusted_tags(str(tmp / "h.yaml"))
+    ['line 2: !apply:os.system names os, outside speechbrain, fefa_speechbrain, torch, torchaudio']
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fin:
+            root = yaml.compose(fin, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UntrustedYamlError(
+            f"{path} is not valid YAML, so it cannot be checked before loading: "
+            f"{' '.join(str(error).split())}"
+        ) from error
+    found, stack = [], [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        problem = _tag_problem(node.tag or "")
+        if problem:
+            shown = node.tag.replace("tag:yaml.org,2002:", "!!")
+            found.append((node.start_mark.line + 1, f"{shown} {problem}"))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return [f"line {line}: {text}" for line, text in sorted(found)]
+
+
+def check_trusted_yaml(path, trust=False):
+    """Refuses, before loading, a yaml whose tags would import or run untrusted code.
+
+    Arguments
+    ---------
+    path : str
+        A model's ``hyperparams.yaml``.
+    trust : bool
+        Skip the check (the user trusts the folder's author).
+
+    Raises
+    ------
+    UntrustedYamlError
+        Listing every offending tag with its line, and the remedy.
+    """
+    if trust:
+        return
+    problems = untrusted_tags(path)
+    if problems:
+        raise UntrustedYamlError(
+            f"{path}: refusing to load it: loading a yaml runs its tags, and "
+            f"{len(problems)} would import or run code outside the trusted packages: "
+            f"{'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}. Read the "
+            "file; load it only if you trust its author (--trust on the command line, "
+            "trust=True in load_model)"
+        )

@@ -131,6 +131,8 @@ def test_hub_id_through_speechbrain_fetching(models, monkeypatch, tmp_path):
         shutil.copyfile(f"{models['pretrained']}/{hf_kwargs['filename']}", destination)
 
     monkeypatch.setattr("speechbrain.utils.fetching.download_file_hf", from_export)
+    # the simulated hub answers (load_model first checks that the hub can be reached)
+    monkeypatch.setattr("fefa_speechbrain.evaluation.model_source._hub_unreachable", lambda: None)
     assert model_kind("someone/fefa-tiny") == "hub"
     loaded = load_model("someone/fefa-tiny", savedir=str(tmp_path / "hub"))
     assert loaded.kind == "hub" and loaded.config["embedding_dim"] == 32

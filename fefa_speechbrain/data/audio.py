@@ -55,6 +55,9 @@ class AudioInfo:
         Native number of samples per channel.
     duration : float or None
         Seconds.
+    warnings : list of str
+        The reasons of a kept file that are warnings (truncated, clipped), not
+        conversions: what a reader of the file should be told.
     """
 
     path: str
@@ -65,6 +68,7 @@ class AudioInfo:
     channels: int = None
     frames: int = None
     duration: float = None
+    warnings: list = field(default_factory=list)
 
 
 def conversion_hint(path):
@@ -184,10 +188,9 @@ def inspect_audio(path, min_samples=MIN_SAMPLES, full=True, sample_rate=TARGET_S
         return AudioInfo(path=path, ok=False, action="skip", reasons=reasons, **described)
     reasons = _conversions(header.channels, header.samplerate, sample_rate)
     action = "convert" if reasons else "keep"
-    reasons += truncation
-    if full:
-        reasons += _clipping_warning(data)
-    return AudioInfo(path=path, ok=True, action=action, reasons=reasons, **described)
+    warnings = truncation + (_clipping_warning(data) if full else [])
+    return AudioInfo(path=path, ok=True, action=action, reasons=reasons + warnings,
+                     warnings=warnings, **described)
 
 
 WAV_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
@@ -248,10 +251,11 @@ def _length_problems(frames, native_rate, min_samples, target_rate):
         return ["empty: no samples"]
     length = resampled_length(frames, native_rate, target_rate)
     if length < min_samples:
-        return [
-            f"too short: {length} samples at {target_rate} Hz < {min_samples} "
-            f"(one 25 ms frame)"
-        ]
+        why = (
+            "one 25 ms frame" if min_samples == MIN_SAMPLES
+            else f"the model's shortest input, {min_samples / target_rate:.3f} s"
+        )
+        return [f"too short: {length} samples at {target_rate} Hz < {min_samples} ({why})"]
     return []
 
 

@@ -14,6 +14,7 @@ down-mixed and other sample rates resampled when read; corrupt samples and NaN/i
 values raise an :class:`~fefa_speechbrain.data.audio.AudioError` naming the file.
 """
 
+import logging
 import os
 import pickle
 
@@ -33,6 +34,7 @@ from fefa_speechbrain.hparams import load_hparams
 EMBEDDING_KEYS = ("compute_features", "mean_var_norm", "embedding_model")
 CHECKPOINT_MODULES = ("embedding_model", "classifier")
 MAX_LISTED_FILES = 10
+logger = logging.getLogger(__name__)
 MAX_BATCH_SAMPLES = 16 * 10 * 16000  # samples per forward pass: 16 files of 10 s
 LONG_SECONDS = 30.0  # longer files are recordings: speech only, in windows
 WINDOW_SECONDS = 30.0  # the longest window of a recording embedded at once
@@ -62,7 +64,7 @@ def load_experiment(experiment_folder, device="cpu", overrides=None):
     checkpointer = hparams["checkpointer"]
     try:
         checkpoint = checkpointer.recover_if_possible(min_key="ErrorRate")
-    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as error:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, IndexError, ValueError) as error:
         raise _checkpoint_error(checkpointer, hparams, hparams_file, error) from error
     if checkpoint is None:
         raise FileNotFoundError(
@@ -152,6 +154,8 @@ def check_audio_files(paths, sample_rate=16000, min_samples=MIN_SAMPLES):
         info = inspect_audio(path, min_samples=min_samples, full=False, sample_rate=sample_rate)
         if info.ok:
             lengths[path] = resampled_length(info.frames, info.sample_rate, sample_rate)
+            if info.warnings:  # e.g. a truncated WAV: embedded with the samples it holds
+                logger.warning("%s: %s", path, "; ".join(info.warnings))
         else:
             reason = "; ".join(info.reasons)
             problems.append(reason if reason.startswith(f"{path}: ") else f"{path}: {reason}")
