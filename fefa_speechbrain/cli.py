@@ -4,15 +4,24 @@
 
 - ``embed MODEL INPUT... --output FILE``: audio files, folders (searched recursively) or
   lists (``.txt``/``.lst``/``.scp``, one path a line) -> ``FILE.npy`` + ``FILE.txt``
-  (the path of each row) or ``FILE.pt`` (dict path -> embedding);
+  (the path of each row, checked against the matrix on reading:
+  :func:`~fefa_speechbrain.evaluation.embedding_files.read_embeddings`) or ``FILE.pt``
+  (dict path -> embedding);
 - ``score MODEL TRIALS --audio-root DIR``: a scores file, EER and minDCF;
 - ``verify MODEL A B``: same speaker or not, at a threshold stored with the model;
 - ``export MODEL --format onnx|torchscript --output FILE``: the embedding graph.
 
 Bad input ends with one ``fefa-speechbrain: error: ...`` message (no traceback), exit 1.
+Before any work, every output is checked: it must not be (or derive an index that is)
+one of the inputs (audio, lists, trial list, the model's files), and its folder must be
+writable. Files of a folder that are not embedded are named in a warning on stderr.
+Loading a model runs its yaml: tags naming code outside the trusted packages are refused
+unless ``--trust`` (:func:`~fefa_speechbrain.hparams.check_trusted_yaml`).
 """
 
 import argparse
+import logging
+import math
 import os
 import sys
 import tempfile
@@ -21,6 +30,8 @@ import time
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LIST_EXTENSIONS = (".txt", ".lst", ".scp")
 BACKENDS = ("pytorch", "onnxruntime", "torchscript")
+GRAPH_EXTENSIONS = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
+MAX_LISTED = 20
 DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
 PROGRESS_SECONDS = 2.0
 
@@ -43,8 +54,105 @@ class Progress:
         print(f"{self.what}: {done}/{total} files ({100 * done // max(total, 1)} %)", file=self.stream)
 
 
-def audio_inputs(inputs):
+def warn(message):
+    """One warning on stderr, in the command line's style."""
+    print(f"fefa-speechbrain: warning: {message}", file=sys.stderr)
+
+
+def _left_out_reason(path):
+    """Why a file of a folder is not embedded (None: soundfile reads it, embed it)."""
+    import soundfile as sf
+
+    from fefa_speechbrain.data.audio import conversion_hint, is_unsupported
+    from fefa_speechbrain.data.scan import AUDIO_EXTENSIONS as KNOWN_AUDIO
+
+    extension = os.path.splitext(path)[1].lower()
+    if extension in AUDIO_EXTENSIONS:
+        return None
+    if extension not in KNOWN_AUDIO:
+        return f"not audio (extension {extension or 'none'})"
+    if is_unsupported(path):
+        return conversion_hint(path).removeprefix(f"{path}: ")
+    try:
+        sf.info(path)
+    except Exception as error:  # libsndfile words every unreadable format differently
+        first = " ".join(str(error).split())
+        return (
+            f"{extension} audio that soundfile cannot read ({first}); convert it to WAV "
+            f"or FLAC, e.g. ffmpeg -i {path} -ac 1 -ar 16000 {os.path.splitext(path)[0]}.wav"
+        )
+    return None
+
+
+def _folder_files(folder, left_out):
+    """Every audio file under ``folder`` that soundfile reads; the others into ``left_out``."""
+    found = []
+
+    def unlisted(error):
+        left_out.append((error.filename, f"folder cannot be listed: {error.strerror}"))
+
+    for parent, folders, names in os.walk(folder, onerror=unlisted):
+        folders.sort()
+        for name in list(folders):
+            if os.path.islink(os.path.join(parent, name)):
+                left_out.append((os.path.join(parent, name), "a link to a folder (not followed)"))
+        for name in sorted(names):
+            path = os.path.join(parent, name)
+            reason = _left_out_reason(path)
+            if reason is None:
+                found.append(path)
+            else:
+                left_out.append((path, reason))
+    return found
+
+
+def _list_files(item):
+    """The paths of a list file: one a line, relative to the list's folder or absolute.
+
+    UTF-8 (a byte-order mark is accepted), any line ending; blank lines are skipped and
+    whitespace around a path is removed unless the file's name really has it.
+    """
+    root = os.path.dirname(os.path.abspath(item))
+    try:
+        with open(item, "rb") as handle:
+            lines = handle.read().splitlines()
+    except OSError as error:
+        raise CommandError(f"{item}: the list cannot be read: {error.strerror}") from error
+    listed = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CommandError(
+                f"{item}: line {number} is not UTF-8 (byte 0x{raw[error.start]:02x} at column "
+                f"{error.start + 1}); save the list as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from error
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        entry = line.strip()
+        if not entry:
+            continue
+        if entry != line and not os.path.exists(os.path.join(root, entry)) and os.path.exists(
+            os.path.join(root, line)
+        ):
+            entry = line  # the file's name begins or ends with whitespace
+        listed.append(os.path.join(root, entry))
+    if not listed:
+        raise CommandError(f"{item}: the list is empty")
+    return listed
+
+
+def audio_inputs(inputs, left_out=None):
     """Audio files named by INPUTs: files, folders (recursive) or lists of paths.
+
+    Arguments
+    ---------
+    inputs : list of str
+        Files, folders and lists.
+    left_out : list or None
+        Receives ``(path, reason)`` for every file of a folder that is not embedded
+        (other formats soundfile cannot read, files that are not audio, links to
+        folders, folders that cannot be listed).
 
     Example
     -------
@@ -52,31 +160,122 @@ def audio_inputs(inputs):
     >>> for name in ("a/1.wav", "a/b/2.flac", "a/notes.md"):
     ...     _ = tmp.join(name).write("", ensure=True)
     >>> _ = tmp.join("list.txt").write("a/1.wav\\n\\n")
-    >>> [os.path.relpath(p, tmp) for p in audio_inputs([str(tmp / "a"), str(tmp / "list.txt")])]
+    >>> skipped = []
+    >>> [os.path.relpath(p, tmp) for p in audio_inputs([str(tmp / "a"), str(tmp / "list.txt")], skipped)]
     ['a/1.wav', 'a/b/2.flac']
+    >>> [(os.path.relpath(p, tmp), why) for p, why in skipped]
+    [('a/notes.md', 'not audio (extension .md)')]
     """
-    files = []
+    files, left_out = [], [] if left_out is None else left_out
     for item in inputs:
         if os.path.isdir(item):
-            found = [
-                os.path.join(folder, name)
-                for folder, _, names in os.walk(item)
-                for name in names
-                if name.lower().endswith(AUDIO_EXTENSIONS)
-            ]
+            found = _folder_files(item, left_out)
             if not found:
-                raise CommandError(f"{item}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
-            files.extend(sorted(found))
+                raise CommandError(
+                    f"{item}: no audio files that can be read in this folder ("
+                    f"{', '.join(AUDIO_EXTENSIONS)}, or another format soundfile reads)"
+                    + _left_out_summary(left_out, item)
+                )
+            files.extend(found)
         elif item.lower().endswith(LIST_EXTENSIONS) and os.path.isfile(item):
-            root = os.path.dirname(os.path.abspath(item))
-            with open(item, encoding="utf-8") as handle:
-                listed = [line.strip() for line in handle if line.strip()]
-            if not listed:
-                raise CommandError(f"{item}: the list is empty")
-            files.extend(os.path.join(root, path) for path in listed)
+            files.extend(_list_files(item))
         else:
             files.append(item)
     return list(dict.fromkeys(os.path.abspath(path) for path in files))
+
+
+def _left_out_summary(left_out, folder):
+    inside = [(path, why) for path, why in left_out if path.startswith(folder)]
+    if not inside:
+        return ""
+    shown = "; ".join(f"{path}: {why}" for path, why in inside[:3])
+    return f"; left out: {shown}{' ...' if len(inside) > 3 else ''}"
+
+
+def warn_left_out(left_out):
+    """Names on stderr every file of the input folders that is not embedded."""
+    if not left_out:
+        return
+    shown = "\n  ".join(f"{path}: {why}" for path, why in left_out[:MAX_LISTED])
+    more = len(left_out) - MAX_LISTED
+    warn(
+        f"{len(left_out)} file{'s' if len(left_out) > 1 else ''} of the input folders "
+        f"{'are' if len(left_out) > 1 else 'is'} left out (not embedded):\n  {shown}"
+        + (f"\n  ... and {more} more" if more > 0 else "")
+    )
+
+
+def model_files(model):
+    """The files of a local MODEL folder (none for a hub id): outputs must not replace them."""
+    if not os.path.isdir(model):
+        return []
+    return [os.path.join(parent, name) for parent, _, names in os.walk(model) for name in names]
+
+
+def check_outputs(outputs, inputs):
+    """Refuses, before any work, an output that is an input or cannot be written.
+
+    Every input (audio, list, trial list, model file) is compared with every output by
+    identity (device and inode: links and different spellings of one path count), and
+    each output's folder is proven writable (:func:`~fefa_speechbrain.atomic.check_writable_folder`).
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "list.txt").write("a.wav\\n")
+    >>> check_outputs([str(tmp / "list.npy"), str(tmp / "." / "list.txt")], [str(tmp / "list.txt")])
+    Traceback (most recent call last):
+    ...
+    fefa_speechbrain.cli.CommandError: .../list.txt is an input of this command (.../list.txt): writing it would replace it; choose another --output
+    """
+    from fefa_speechbrain.atomic import check_writable_folder
+
+    identities = {}
+    for path in inputs:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        identities.setdefault((status.st_dev, status.st_ino), path)
+    for output in outputs:
+        if os.path.isdir(output):
+            raise CommandError(f"{output} is a folder: give the name of a file to write")
+        try:
+            status = os.stat(output)
+        except OSError:
+            status = None
+        if status is not None and (status.st_dev, status.st_ino) in identities:
+            raise CommandError(
+                f"{output} is an input of this command "
+                f"({identities[(status.st_dev, status.st_ino)]}): writing it would "
+                "replace it; choose another --output"
+            )
+    for folder in dict.fromkeys(os.path.dirname(os.path.abspath(path)) for path in outputs):
+        check_writable_folder(folder)
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def cosine_threshold(text):
+    """argparse type: a finite cosine threshold in [-1, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not -1 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a cosine threshold: give a number in [-1, 1]"
+        )
+    return value
 
 
 def build_parser():
@@ -89,15 +288,20 @@ def build_parser():
     def with_model(name, text):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("model", metavar="MODEL", help="training run, pretrained folder or hub id")
+        sub.add_argument("--trust", action="store_true",
+                         help="load MODEL's yaml even if its tags name code outside speechbrain, "
+                         "fefa_speechbrain, torch and torchaudio (only for folders you trust)")
+        sub.add_argument("--savedir", default=None, help="where a hub model is downloaded")
         return sub
 
     def with_runtime(sub):
-        sub.add_argument("--batch-size", type=int, default=16, help="files per forward pass (16)")
-        sub.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="CPU threads (%(default)s)")
+        sub.add_argument("--batch-size", type=positive_int, default=16,
+                         help="files per forward pass (16)")
+        sub.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                         help="CPU threads (%(default)s)")
         sub.add_argument("--device", default="cpu", help="cpu or cuda:N (pytorch backend)")
         sub.add_argument("--backend", choices=BACKENDS, default="pytorch",
                          help="run the embedding model in PyTorch, ONNX Runtime or TorchScript")
-        sub.add_argument("--savedir", default=None, help="where a hub model is downloaded")
 
     embed = with_model("embed", "Embed audio files, folders or lists of files.")
     embed.add_argument("inputs", metavar="INPUT", nargs="+", help="audio file, folder or list")
@@ -108,21 +312,24 @@ def build_parser():
                        "without labels); EER and minDCF when it has labels.")
     score.add_argument("trials", metavar="TRIALS", help="trial list (VoxCeleb's veri_test2.txt format)")
     score.add_argument("--audio-root", default=None, help="folder the trial paths are under")
+    score.add_argument("--allow-outside-root", action="store_true",
+                       help="accept absolute trial paths and paths with .. above the audio root "
+                       "(only for a list you trust)")
     score.add_argument("--output", default="scores.txt", help="scores file (%(default)s)")
     with_runtime(score)
 
     verify = with_model("verify", "Decide whether two files have the same speaker.")
     verify.add_argument("enrol", metavar="A", help="first audio file")
     verify.add_argument("test", metavar="B", help="second audio file")
-    verify.add_argument("--threshold", type=float, default=None, help="cosine threshold (overrides)")
+    verify.add_argument("--threshold", type=cosine_threshold, default=None,
+                        help="cosine threshold in [-1, 1] (overrides the stored one)")
     verify.add_argument("--threshold-name", default="eer",
                         help="stored threshold to use: eer or far_1pct (%(default)s)")
     with_runtime(verify)
 
     export = with_model("export", "Export the model, waveform to embedding (front-end inside), as ONNX or TorchScript.")
-    export.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    export.add_argument("--format", required=True, choices=tuple(GRAPH_EXTENSIONS))
     export.add_argument("--output", required=True, help="the file to write (.onnx / .pt)")
-    export.add_argument("--savedir", default=None, help="where a hub model is downloaded")
     return parser
 
 
@@ -132,7 +339,7 @@ def _load(args):
     from fefa_speechbrain.evaluation.model_source import load_model
 
     torch.set_num_threads(args.threads)
-    return load_model(args.model, device=args.device, savedir=args.savedir)
+    return load_model(args.model, device=args.device, savedir=args.savedir, trust=args.trust)
 
 
 def _embedder(model, args, workdir):
@@ -149,32 +356,66 @@ def _embedder(model, args, workdir):
     return graph_embedder(model.modules, path, threads=args.threads)
 
 
+def _check_lengths(embedder, files, sample_rate):
+    """Every header, against the shortest input this model and backend can embed.
+
+    One error lists every file that is missing, unreadable or too short (with the
+    model's minimum duration) before anything is embedded.
+    """
+    from fefa_speechbrain.evaluation.inference import check_audio_files
+    from fefa_speechbrain.evaluation.input_length import minimum_input_samples
+
+    check_audio_files(files, sample_rate, min_samples=minimum_input_samples(embedder, sample_rate))
+
+
 def run_embed(args, workdir):
     import numpy as np
     import torch
 
-    from fefa_speechbrain.atomic import atomic_open, atomic_write_text
+    from fefa_speechbrain.atomic import atomic_open
+    from fefa_speechbrain.evaluation.embedding_files import (
+        index_path,
+        unwritable_names,
+        write_embeddings,
+    )
 
     if not args.output.endswith((".npy", ".pt")):
         raise CommandError(f"--output {args.output}: give a .npy or .pt file")
-    files = audio_inputs(args.inputs)
+    left_out = []
+    files = audio_inputs(args.inputs, left_out)
+    outputs = [args.output] + ([index_path(args.output)] if args.output.endswith(".npy") else [])
+    if args.output.endswith(".npy"):
+        bad = unwritable_names(files)
+        if bad:
+            shown = "; ".join(f"{name!r}: {why}" for name, why in bad[:3])
+            raise CommandError(
+                f"{len(bad)} input file name{'s' if len(bad) > 1 else ''} cannot be one line "
+                f"of the index {outputs[1]} ({shown}{' ...' if len(bad) > 3 else ''}): "
+                "rename the files, or write --output FILE.pt (keyed by path)"
+            )
+    check_outputs(outputs, [*args.inputs, *files, *model_files(args.model)])
     model = _load(args)
     embedder = _embedder(model, args, workdir)
+    _check_lengths(embedder, files, model.sample_rate)
+    warn_left_out(left_out)  # before any embedding, after every check that can fail
     embeddings = embedder.embed_files(
         files, args.batch_size, model.sample_rate, progress=Progress("embedding")
     )
     matrix = torch.stack([embeddings[path] for path in files]).numpy().astype(np.float32)
+    skipped = f"; {len(left_out)} files of the folders left out (see the warning)" if left_out else ""
     if args.output.endswith(".pt"):
         with atomic_open(args.output, "wb") as handle:
             torch.save({path: torch.from_numpy(row) for path, row in zip(files, matrix)}, handle)
-        print(f"{len(files)} embeddings of {matrix.shape[1]} dimensions: {args.output}")
+        print(f"{len(files)} embeddings of {matrix.shape[1]} dimensions: {args.output}{skipped}")
         return 0
-    index = args.output[: -len(".npy")] + ".txt"
-    with atomic_open(args.output, "wb") as handle:
-        np.save(handle, matrix)
-    atomic_write_text(index, "".join(f"{path}\n" for path in files))
-    print(f"{len(files)} embeddings of {matrix.shape[1]} dimensions: {args.output} (rows: {index})")
+    index = write_embeddings(args.output, files, matrix)
+    print(f"{len(files)} embeddings of {matrix.shape[1]} dimensions: {args.output} "
+          f"(rows: {index}){skipped}")
     return 0
+
+
+OUTSIDE_HINT = ("give an --audio-root they are under, or pass --allow-outside-root for a "
+                "list you trust")
 
 
 def run_score(args, workdir):
@@ -184,11 +425,15 @@ def run_score(args, workdir):
     from fefa_speechbrain.evaluation.metrics import verification_report
     from fefa_speechbrain.evaluation.verification import cosine_scores, write_scores
 
-    trials = read_trials(args.trials, args.audio_root, require_labels=False)
+    trials = read_trials(args.trials, args.audio_root, require_labels=False,
+                         allow_outside_root=args.allow_outside_root, outside_hint=OUTSIDE_HINT)
+    files = trial_files(trials)
+    check_outputs([args.output], [args.trials, *files, *model_files(args.model)])
     model = _load(args)
     embedder = _embedder(model, args, workdir)
+    _check_lengths(embedder, files, model.sample_rate)
     embeddings = embedder.embed_files(
-        trial_files(trials), args.batch_size, model.sample_rate, progress=Progress("embedding")
+        files, args.batch_size, model.sample_rate, progress=Progress("embedding")
     )
     scores = cosine_scores(embeddings, trials)
     write_scores(args.output, trials, scores)
@@ -222,9 +467,11 @@ def run_verify(args, workdir):
                 f"{args.model} stores no threshold '{args.threshold_name}' (stored: {names}): pass "
                 "--threshold, or export with export_pretrained.py --threshold_trials"
             )
-        threshold, why = stored[args.threshold_name]["value"], stored[args.threshold_name]["description"]
+        threshold, why = stored[args.threshold_name]["value"], stored[args.threshold_name].get(
+            "description", f"stored threshold {args.threshold_name}")
     embedder = _embedder(model, args, workdir)
     files = [os.path.abspath(args.enrol), os.path.abspath(args.test)]
+    _check_lengths(embedder, files, model.sample_rate)
     embeddings = embedder.embed_files(files, 2, model.sample_rate)
     score = float(cosine_scores(embeddings, [Trial(1, *files)])[0])
     same = score >= threshold
@@ -239,7 +486,16 @@ def run_export(args, workdir):
     from fefa_speechbrain.graph_export import export_waveform_graph
     from fefa_speechbrain.graph_front_end import FrontEndError
 
-    model = load_model(args.model, savedir=args.savedir)
+    extensions = GRAPH_EXTENSIONS[args.format]
+    if not args.output.lower().endswith(extensions):
+        others = [fmt for fmt, ends in GRAPH_EXTENSIONS.items() if args.output.lower().endswith(ends)]
+        hint = f" (a {others[0]} file name: pass --format {others[0]})" if others else ""
+        raise CommandError(
+            f"--output {args.output}: a {args.format} graph is written to a "
+            f"{' / '.join(extensions)} file{hint}"
+        )
+    check_outputs([args.output], model_files(args.model))
+    model = load_model(args.model, savedir=args.savedir, trust=args.trust)
     try:
         metadata = export_waveform_graph(model.modules, args.output, args.format, model.sample_rate)
     except FrontEndError as error:
@@ -258,6 +514,21 @@ def run_export(args, workdir):
 COMMANDS = {"embed": run_embed, "score": run_score, "verify": run_verify, "export": run_export}
 
 
+class _Once(logging.Filter):
+    """Lets each warning through once per command (the headers are read twice)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def filter(self, record):
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
 def main(argv=None):
     """Runs the command line; returns the exit status (0 ok, 1 bad input, 130 interrupted)."""
     from fefa_speechbrain.checkpoints import PretrainedFolderError
@@ -267,6 +538,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     expected = (CommandError, AudioError, TrialListError, PretrainedFolderError, OSError,
                 ValueError, ImportError)
+    package_logger = logging.getLogger("fefa_speechbrain")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("fefa-speechbrain: warning: %(message)s"))
+    handler.addFilter(_Once())
+    package_logger.addHandler(handler)
+    propagate, package_logger.propagate = package_logger.propagate, False  # stderr only, once
     try:
         with tempfile.TemporaryDirectory(prefix="fefa-speechbrain-") as workdir:
             return COMMANDS[args.command](args, workdir)
@@ -276,3 +554,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fefa-speechbrain: interrupted", file=sys.stderr)
         return 130
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.propagate = propagate

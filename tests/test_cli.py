@@ -15,6 +15,7 @@ import torch
 
 from fefa_speechbrain.cli import main
 from fefa_speechbrain.data.trials import read_trials, trial_files
+from fefa_speechbrain.evaluation.embedding_files import read_embeddings
 from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
 from fefa_speechbrain.evaluation.metrics import (
     between_scores,
@@ -84,9 +85,10 @@ def test_embed_folder_npy(setup, capsys, tmp_path, backend):
     status, out, err = run(capsys, "embed", setup["pretrained"], setup["audio"], "--output",
                            output, "--batch-size", 4, "--backend", backend, "--threads", 1)
     assert status == 0, err
-    rows = (tmp_path / "emb.txt").read_text().split("\n")[:-1]
+    rows, matrix = read_embeddings(output)  # the index is checked against the matrix
+    assert (tmp_path / "emb.txt").read_text().split("\n")[1:-1] == rows
     assert sorted(os.path.relpath(path, setup["audio"]) for path in rows) == sorted(FILES)
-    matrix = np.load(output)
+    np.testing.assert_array_equal(matrix, np.load(output))
     expected = np.stack([setup["embeddings"][path].numpy() for path in rows])
     np.testing.assert_allclose(matrix, expected, atol=1e-5)
     assert "6 embeddings of 32 dimensions" in out and "embedding: 6/6 files" in err
@@ -133,8 +135,8 @@ def test_verify_uses_and_names_stored_threshold(setup, capsys):
         assert out.startswith(f"{verdict}: cosine {score:.4f}")
         assert config["thresholds"][name]["description"] in out
     status, out, _ = run(capsys, "verify", setup["pretrained"], trial.enrol, trial.test,
-                         "--threshold", 1.01)
-    assert out.startswith("different speakers") and "given with --threshold" in out
+                         "--threshold=-1")
+    assert out.startswith("same speaker") and "given with --threshold" in out
 
 
 def test_export_onnx_matches(setup, capsys, tmp_path):
@@ -159,7 +161,7 @@ def test_export_onnx_matches(setup, capsys, tmp_path):
     "argv, message",
     [
         (["verify", "{pretrained}", "{audio}/none.wav", "{audio}/spk1/a.wav"], "none.wav: missing"),
-        (["embed", "{root}/no_model", "{audio}", "--output", "{root}/e.npy"], "no_model: no such folder"),
+        (["embed", "{root}/no_model", "{audio}", "--output", "{root}/e.npy"], "no_model: no such local folder"),
         (["embed", "{pretrained}", "{audio}", "--output", "{root}/e.csv"], "give a .npy or .pt"),
         (["score", "{pretrained}", "{root}/none.txt"], "trial list"),
         (["verify", "{root}/experiment", "{audio}/spk1/a.wav", "{audio}/spk1/b.wav"],

@@ -84,12 +84,15 @@ def outside_root(rel):
     return None
 
 
+OUTSIDE_HINT = "allow it with allow_outside_root"
+
+
 class TrialListError(ValueError):
     """A trial list with malformed lines, unknown labels or missing files."""
 
 
 def read_trial_list(path, resolve=None, where=None, allow_outside_root=False,
-                    require_labels=True):
+                    require_labels=True, outside_hint=OUTSIDE_HINT):
     """Reads and validates a trial list (``label enrol test`` per line).
 
     With ``require_labels=False`` a list may instead be all ``enrol test`` lines (no
@@ -107,6 +110,9 @@ def read_trial_list(path, resolve=None, where=None, allow_outside_root=False,
     allow_outside_root : bool
         Accept absolute paths and paths with ``..`` above the audio root (refused by
         default: a list from elsewhere must not read files outside the corpus).
+    outside_hint : str
+        The remedy the error gives for such paths, in the caller's terms (the command
+        line names its own option).
 
     Returns
     -------
@@ -183,9 +189,7 @@ def read_trial_list(path, resolve=None, where=None, allow_outside_root=False,
         for rel in dict.fromkeys((enrol, test)):
             escape = None if allow_outside_root else outside_root(rel)
             if escape is not None:
-                line_problems.append(
-                    f"line {number}: {rel} {escape}; allow it with allow_outside_root"
-                )
+                line_problems.append(f"line {number}: {rel} {escape}; {outside_hint}")
             elif resolve is not None and not resolve(rel):
                 line_problems.append(f"line {number}: file not found: {rel}{suffix}")
         problems.extend(line_problems)
@@ -308,7 +312,7 @@ def _sample_nontargets(speakers, count, rng):
 
 
 def read_trials(path, audio_root=None, check_files=True, allow_outside_root=False,
-                require_labels=True):
+                require_labels=True, outside_hint=OUTSIDE_HINT):
     """A trial list with absolute paths under ``audio_root`` (default: the list's folder).
 
     Paths that leave ``audio_root`` (absolute, or ``..`` above it) are refused unless
@@ -334,7 +338,8 @@ def read_trials(path, audio_root=None, check_files=True, allow_outside_root=Fals
     root = audio_root if audio_root is not None else os.path.dirname(os.path.abspath(path))
     resolve = (lambda rel: os.path.isfile(os.path.join(root, rel))) if check_files else None
     trials = read_trial_list(path, resolve=resolve, where=root,
-                             allow_outside_root=allow_outside_root, require_labels=require_labels)
+                             allow_outside_root=allow_outside_root, require_labels=require_labels,
+                             outside_hint=outside_hint)
     absolute = {rel: os.path.join(root, rel) for rel in trial_files(trials)}
     return [trial._replace(enrol=absolute[trial.enrol], test=absolute[trial.test]) for trial in trials]
 
