@@ -17,7 +17,11 @@ import importlib.abc
 import importlib.util
 import sys
 
+from fefa_speechbrain.log_filters import silence_torchvision_warning
+
 __version__ = "0.1.0"
+
+silence_torchvision_warning()  # figures are saved with matplotlib, not torchvision
 
 # Module paths before the lobes/ data/ evaluation/ layout: yamls of experiments trained
 # and folders exported earlier name them (``!new:fefa_speechbrain.vggm.VGGM``).
