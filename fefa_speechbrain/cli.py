@@ -20,6 +20,7 @@ unless ``--trust`` (:func:`~fefa_speechbrain.hparams.check_trusted_yaml`).
 """
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LIST_EXTENSIONS = (".txt", ".lst", ".scp")
 BACKENDS = ("pytorch", "onnxruntime", "torchscript")
 GRAPH_EXTENSIONS = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
+VERIFY_DIFFERENT = 2  # verify --exit-code: different speakers (0 same, 1 an error)
 MAX_LISTED = 20
 DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
 PROGRESS_SECONDS = 2.0
@@ -91,11 +93,17 @@ def _folder_files(folder, left_out):
     def unlisted(error):
         left_out.append((error.filename, f"folder cannot be listed: {error.strerror}"))
 
-    for parent, folders, names in os.walk(folder, onerror=unlisted):
+    # links to folders are followed (speaker folders linked in, as the data preparation
+    # follows them); a folder reached twice (a link loop, or two links to one folder) once
+    visited = {os.path.realpath(folder)}
+    for parent, folders, names in os.walk(folder, onerror=unlisted, followlinks=True):
         folders.sort()
         for name in list(folders):
-            if os.path.islink(os.path.join(parent, name)):
-                left_out.append((os.path.join(parent, name), "a link to a folder (not followed)"))
+            real = os.path.realpath(os.path.join(parent, name))
+            if real in visited:
+                folders.remove(name)
+                left_out.append((os.path.join(parent, name), f"a link to {real}, listed already"))
+            visited.add(real)
         for name in sorted(names):
             path = os.path.join(parent, name)
             reason = _left_out_reason(path)
@@ -151,8 +159,8 @@ def audio_inputs(inputs, left_out=None):
         Files, folders and lists.
     left_out : list or None
         Receives ``(path, reason)`` for every file of a folder that is not embedded
-        (other formats soundfile cannot read, files that are not audio, links to
-        folders, folders that cannot be listed).
+        (other formats soundfile cannot read, files that are not audio, a second link to
+        one folder or a link loop, folders that cannot be listed).
 
     Example
     -------
@@ -302,6 +310,9 @@ def build_parser():
         sub.add_argument("--device", default="cpu", help="cpu or cuda:N (pytorch backend)")
         sub.add_argument("--backend", choices=BACKENDS, default="pytorch",
                          help="run the embedding model in PyTorch, ONNX Runtime or TorchScript")
+        sub.add_argument("--no-speech-check", dest="speech_check", action="store_false",
+                         help="do not run voice activity on clips (files without speech are "
+                              "then not flagged; recordings over 30 s still use it)")
 
     embed = with_model("embed", "Embed audio files, folders or lists of files.")
     embed.add_argument("inputs", metavar="INPUT", nargs="+", help="audio file, folder or list")
@@ -316,6 +327,8 @@ def build_parser():
                        help="accept absolute trial paths and paths with .. above the audio root "
                        "(only for a list you trust)")
     score.add_argument("--output", default="scores.txt", help="scores file (%(default)s)")
+    score.add_argument("--json", action="store_true",
+                       help="print one JSON object (counts, output, EER and minDCF) instead of text")
     with_runtime(score)
 
     verify = with_model("verify", "Decide whether two files have the same speaker.")
@@ -325,6 +338,11 @@ def build_parser():
                         help="cosine threshold in [-1, 1] (overrides the stored one)")
     verify.add_argument("--threshold-name", default="eer",
                         help="stored threshold to use: eer or far_1pct (%(default)s)")
+    verify.add_argument("--json", action="store_true",
+                        help="print one JSON object (score, threshold, its name and description, "
+                        "decision) instead of the sentence")
+    verify.add_argument("--exit-code", action="store_true",
+                        help="exit 0 for the same speaker, 2 for different speakers (1: an error)")
     with_runtime(verify)
 
     export = with_model("export", "Export the model, waveform to embedding (front-end inside), as ONNX or TorchScript.")
@@ -399,8 +417,13 @@ def run_embed(args, workdir):
     _check_lengths(embedder, files, model.sample_rate)
     warn_left_out(left_out)  # before any embedding, after every check that can fail
     embeddings = embedder.embed_files(
-        files, args.batch_size, model.sample_rate, progress=Progress("embedding")
+        files, args.batch_size, model.sample_rate, progress=Progress("embedding"),
+        check_speech=args.speech_check,
     )
+    warn_no_speech(embeddings.no_speech, "embedding describes no voice")
+    files = [path for path in files if path in embeddings]
+    if not files:
+        raise CommandError("no file holds speech: nothing to embed")
     matrix = torch.stack([embeddings[path] for path in files]).numpy().astype(np.float32)
     skipped = f"; {len(left_out)} files of the folders left out (see the warning)" if left_out else ""
     if args.output.endswith(".pt"):
@@ -412,6 +435,15 @@ def run_embed(args, workdir):
     print(f"{len(files)} embeddings of {matrix.shape[1]} dimensions: {args.output} "
           f"(rows: {index}){skipped}")
     return 0
+
+
+def warn_no_speech(paths, consequence):
+    """One warning on stderr naming the files in which voice activity found no speech."""
+    if paths:
+        shown = "\n  ".join(paths[:10]) + (f"\n  ... and {len(paths) - 10} more" if len(paths) > 10 else "")
+        print(f"fefa-speechbrain: warning: no speech found in {len(paths)} file"
+              f"{'s' if len(paths) > 1 else ''} (silence or noise only; a recording without "
+              f"speech gets no embedding, a clip's {consequence}):\n  {shown}", file=sys.stderr)
 
 
 OUTSIDE_HINT = ("give an --audio-root they are under, or pass --allow-outside-root for a "
@@ -433,22 +465,38 @@ def run_score(args, workdir):
     embedder = _embedder(model, args, workdir)
     _check_lengths(embedder, files, model.sample_rate)
     embeddings = embedder.embed_files(
-        files, args.batch_size, model.sample_rate, progress=Progress("embedding")
+        files, args.batch_size, model.sample_rate, progress=Progress("embedding"),
+        check_speech=args.speech_check,
     )
-    scores = cosine_scores(embeddings, trials)
+    silent = set(embeddings.no_speech)
+    warn_no_speech(embeddings.no_speech, "trials are scored nan and left out of the EER")
+    scored = [t for t in trials if t.enrol not in silent and t.test not in silent]
+    scores = np.full(len(trials), np.nan)
+    if scored:
+        keep = np.array([t.enrol not in silent and t.test not in silent for t in trials])
+        scores[keep] = cosine_scores(embeddings, scored)
     write_scores(args.output, trials, scores)
-    print(f"{len(trials)} trials scored: {args.output}")
-    if trials[0].label is None:
-        print("no labels in the list: scores only, no EER")
-        return 0
-    labels = np.array([trial.label for trial in trials])
-    if 0 < labels.sum() < len(labels):
-        report = verification_report(scores, labels)
-        print(
+    summary = {"trials": len(trials), "scored": len(scored), "output": os.path.abspath(args.output),
+               "no_speech": sorted(silent), "eer": None, "eer_threshold": None,
+               "min_dcf_0.01": None, "min_dcf_0.05": None, "n_target": None, "n_nontarget": None}
+    say = (lambda text: None) if args.json else print
+    say(f"{len(trials)} trials scored: {args.output}"
+        + (f" ({len(trials) - len(scored)} with a file without speech: nan)" if silent else ""))
+    labels = np.array([trial.label for trial in scored]) if trials[0].label is not None else None
+    if labels is None:
+        say("no labels in the list: scores only, no EER")
+    elif 0 < labels.sum() < len(labels):
+        report = verification_report(scores[np.isfinite(scores)], labels)
+        for key in ("eer", "eer_threshold", "min_dcf_0.01", "min_dcf_0.05"):
+            summary[key] = float(report[key])
+        summary["n_target"], summary["n_nontarget"] = int(report["n_target"]), int(report["n_nontarget"])
+        say(
             f"EER {100 * report['eer']:.2f} % (threshold {report['eer_threshold']:.4f})  "
             f"minDCF(0.01) {report['min_dcf_0.01']:.4f}  minDCF(0.05) {report['min_dcf_0.05']:.4f}  "
             f"({report['n_target']} target / {report['n_nontarget']} non-target trials)"
         )
+    if args.json:
+        print(json.dumps(summary))
     return 0
 
 
@@ -457,8 +505,9 @@ def run_verify(args, workdir):
     from fefa_speechbrain.evaluation.verification import cosine_scores
 
     model = _load(args)
+    name = args.threshold_name
     if args.threshold is not None:
-        threshold, why = args.threshold, "given with --threshold"
+        threshold, why, name = args.threshold, "given with --threshold", None
     else:
         stored = model.thresholds
         if args.threshold_name not in stored:
@@ -472,13 +521,23 @@ def run_verify(args, workdir):
     embedder = _embedder(model, args, workdir)
     files = [os.path.abspath(args.enrol), os.path.abspath(args.test)]
     _check_lengths(embedder, files, model.sample_rate)
-    embeddings = embedder.embed_files(files, 2, model.sample_rate)
+    embeddings = embedder.embed_files(files, 2, model.sample_rate, check_speech=args.speech_check)
+    if embeddings.no_speech:
+        raise CommandError(
+            f"no speech found in {' and '.join(embeddings.no_speech)} (silence or noise only, "
+            "by voice activity detection): no decision")
     score = float(cosine_scores(embeddings, [Trial(1, *files)])[0])
     same = score >= threshold
     verdict = "same speaker" if same else "different speakers"
     relation = ">=" if same else "<"
-    print(f"{verdict}: cosine {score:.4f} {relation} threshold {threshold:.4f} ({why})")
-    return 0
+    if args.json:
+        print(json.dumps({"enrol": files[0], "test": files[1], "score": score,
+                          "threshold": float(threshold), "threshold_name": name,
+                          "threshold_description": why, "same_speaker": bool(same),
+                          "decision": verdict}))
+    else:
+        print(f"{verdict}: cosine {score:.4f} {relation} threshold {threshold:.4f} ({why})")
+    return VERIFY_DIFFERENT if args.exit_code and not same else 0
 
 
 def run_export(args, workdir):
@@ -530,7 +589,8 @@ class _Once(logging.Filter):
 
 
 def main(argv=None):
-    """Runs the command line; returns the exit status (0 ok, 1 bad input, 130 interrupted)."""
+    """Runs the command line; returns the exit status (0 ok, 1 bad input, 130 interrupted;
+    ``verify --exit-code``: 2 for different speakers)."""
     from fefa_speechbrain.checkpoints import PretrainedFolderError
     from fefa_speechbrain.data.audio import AudioError
     from fefa_speechbrain.data.trials import TrialListError

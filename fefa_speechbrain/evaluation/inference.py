@@ -285,8 +285,9 @@ class SpeakerEmbedder:
         """
         from fefa_speechbrain.inference.vad import has_speech
 
-        embeddings, total = Embeddings(), len(set(paths))
+        embeddings, total, done = Embeddings(), len(set(paths)), 0
         for names, signals in file_batches(paths, batch_size, sample_rate):
+            done += len(names)
             if len(names) == 1 and signals[0].numel() > LONG_SECONDS * sample_rate and transform is None:
                 emb = self.embed_recording(signals[0], sample_rate)
                 if emb is None:
@@ -312,7 +313,7 @@ class SpeakerEmbedder:
                     ) from error
                 embeddings.update(zip(names, batch))
             if progress is not None:
-                progress(len(embeddings) + len(embeddings.no_speech), total)
+                progress(done, total)
         embeddings.no_speech.sort()
         return embeddings
 
