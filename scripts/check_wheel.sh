@@ -17,7 +17,7 @@ SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 "$VENV_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$SITE/project_venv.pth"
 "$VENV_PY" -m pip --python "$PY" install -q --no-deps "$WHEEL" 2>&1 | grep -v "outside environment" || true
 cd "$WORK"
-"$PY" - "$WORK" <<'PYTHON'
+"$PY" - "$WORK" "$ROOT/pretrained/fefa-ecapa128-speechcommands/example" <<'PYTHON'
 import os, sys
 import numpy as np, soundfile as sf, torch
 from importlib import resources
@@ -57,10 +57,10 @@ hparams["checkpointer"].save_checkpoint(meta={"ErrorRate": 0.1})
 labels = CategoricalEncoder()
 labels.update_from_iterable(["spk1", "spk2"])
 labels.save(os.path.join(exp, "save", "label_encoder.txt"))
-rng = np.random.default_rng(0)
-os.makedirs(os.path.join(work, "audio"))
-for name in ("a", "b"):
-    sf.write(os.path.join(work, "audio", f"{name}.wav"), 0.1 * rng.standard_normal(16000), 16000)
+os.makedirs(os.path.join(work, "audio"))  # real speech (the shipped example clips): voice
+for name in ("a", "b"):                    # activity refuses noise-only files
+    source = os.path.join(sys.argv[2], f"speaker1_{'down' if name == 'a' else 'go'}.flac")
+    sf.write(os.path.join(work, "audio", f"{name}.wav"), sf.read(source)[0], 16000)
 export_pretrained(exp, os.path.join(work, "pretrained"))
 print("wheel check: exported with", fefa_speechbrain.__file__)
 PYTHON
