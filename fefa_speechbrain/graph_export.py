@@ -215,6 +215,19 @@ def pad_to_min_frames(feats, lengths, min_frames):
     return feats, (counts / min_frames).float()
 
 
+def _load_graph(path, threads):
+    """(is_onnx, ONNX Runtime session or TorchScript module, metadata) of an exported file."""
+    if path.endswith(".onnx"):
+        session, metadata = _onnx_session(path, threads)
+        return True, session, metadata
+    files = {METADATA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(path, map_location="cpu", _extra_files=files)
+    module.eval()
+    return False, module, json.loads(files[METADATA_FILE] or "{}")
+
+
 class GraphModel:
     """Runs an exported graph in place of the embedding model: (feats, lengths) -> [B, 1, dim].
 
@@ -232,16 +245,11 @@ class GraphModel:
 
     def __init__(self, path, threads=1):
         self.path = str(path)
-        self.is_onnx = self.path.endswith(".onnx")
+        self.is_onnx, runner, self.metadata = _load_graph(self.path, threads)
         if self.is_onnx:
-            self.session, self.metadata = _onnx_session(self.path, threads)
+            self.session = runner
         else:
-            files = {METADATA_FILE: ""}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                self.module = torch.jit.load(self.path, map_location="cpu", _extra_files=files)
-            self.module.eval()
-            self.metadata = json.loads(files[METADATA_FILE] or "{}")
+            self.module = runner
         self.min_frames = int(self.metadata.get("min_frames", 1))
 
     @torch.no_grad()
@@ -432,16 +440,11 @@ class WaveformGraphModel:
 
     def __init__(self, path, threads=1):
         self.path = str(path)
-        self.is_onnx = self.path.endswith(".onnx")
+        self.is_onnx, runner, self.metadata = _load_graph(self.path, threads)
         if self.is_onnx:
-            self.session, self.metadata = _onnx_session(self.path, threads)
+            self.session = runner
         else:
-            files = {METADATA_FILE: ""}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                self.module = torch.jit.load(self.path, map_location="cpu", _extra_files=files)
-            self.module.eval()
-            self.metadata = json.loads(files[METADATA_FILE] or "{}")
+            self.module = runner
         if self.metadata.get("front_end") != "inside":
             raise ValueError(f"{self.path} takes features, not waveforms: run it with GraphModel")
 
