@@ -241,7 +241,7 @@ class SpeakerEmbedder:
         return total / speech.numel()
 
     def embed_files(self, paths, batch_size=16, sample_rate=16000, transform=None, progress=None,
-                    check_speech=True):
+                    check_speech=False):
         """Embeds every file once, in batches of files of equal length.
 
         Every header is checked first (:func:`check_audio_files`): a list with bad files
@@ -266,8 +266,10 @@ class SpeakerEmbedder:
         progress : callable
             Optional ``progress(files_done, files_total)``, called after every batch.
         check_speech : bool
-            Run voice activity on every file: those without speech (silence, noise
-            only) are listed in the result's ``no_speech``.
+            Run voice activity on every clip (about 20 ms per 1 s clip): those without
+            speech (silence, noise only) are listed in the result's ``no_speech``. Off for
+            the evaluation paths, where nothing reads the list; the command line turns it
+            on. Recordings over ``LONG_SECONDS`` always use voice activity.
 
         Returns
         -------
