@@ -30,8 +30,8 @@ import numpy as np
 import protocol
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.evaluation.attention import collect_attention
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-from fefa_speechbrain.evaluation.model_source import load_model
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder
+from fefa_speechbrain.inference.model_source import load_model
 
 BANDS_HZ = ((0, 300), (300, 1000), (1000, 2000), (2000, 4000), (4000, 8001))
 

@@ -112,8 +112,8 @@ class OurModel:
     """A pretrained folder or training run, embedding each clip alone (SpeakerEmbedder)."""
 
     def __init__(self, name, path):
-        from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-        from fefa_speechbrain.evaluation.model_source import load_model
+        from fefa_speechbrain.inference.embedder import SpeakerEmbedder
+        from fefa_speechbrain.inference.model_source import load_model
 
         model = load_model(path)
         self.name, self.path = name, path

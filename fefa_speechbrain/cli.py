@@ -1,11 +1,11 @@
 """The command line, ``fefa-speechbrain`` (also ``python -m fefa_speechbrain``).
 
-``MODEL`` is a training run, a pretrained folder or a hub id (:mod:`.evaluation.model_source`):
+``MODEL`` is a training run, a pretrained folder or a hub id (:mod:`.inference.model_source`):
 
 - ``embed MODEL INPUT... --output FILE``: audio files, folders (searched recursively) or
   lists (``.txt``/``.lst``/``.scp``, one path a line) -> ``FILE.npy`` + ``FILE.txt``
   (the path of each row, checked against the matrix on reading:
-  :func:`~fefa_speechbrain.evaluation.embedding_files.read_embeddings`) or ``FILE.pt``
+  :func:`~fefa_speechbrain.inference.embedding_files.read_embeddings`) or ``FILE.pt``
   (dict path -> embedding);
 - ``score MODEL TRIALS --audio-root DIR``: a scores file, EER and minDCF;
 - ``verify MODEL A B``: same speaker or not, at a threshold stored with the model;
@@ -354,7 +354,7 @@ def build_parser():
 def _load(args):
     import torch
 
-    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.inference.model_source import load_model
 
     torch.set_num_threads(args.threads)
     return load_model(args.model, device=args.device, savedir=args.savedir, trust=args.trust)
@@ -362,7 +362,7 @@ def _load(args):
 
 def _embedder(model, args, workdir):
     """A SpeakerEmbedder on the chosen backend (graphs are exported into ``workdir``)."""
-    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+    from fefa_speechbrain.inference.embedder import SpeakerEmbedder
     from fefa_speechbrain.graph_export import export_graph, front_end_bins, graph_embedder
 
     if args.backend == "pytorch":
@@ -380,8 +380,8 @@ def _check_lengths(embedder, files, sample_rate):
     One error lists every file that is missing, unreadable or too short (with the
     model's minimum duration) before anything is embedded.
     """
-    from fefa_speechbrain.evaluation.inference import check_audio_files
-    from fefa_speechbrain.evaluation.input_length import minimum_input_samples
+    from fefa_speechbrain.inference.embedder import check_audio_files
+    from fefa_speechbrain.inference.input_length import minimum_input_samples
 
     check_audio_files(files, sample_rate, min_samples=minimum_input_samples(embedder, sample_rate))
 
@@ -391,7 +391,7 @@ def run_embed(args, workdir):
     import torch
 
     from fefa_speechbrain.atomic import atomic_open
-    from fefa_speechbrain.evaluation.embedding_files import (
+    from fefa_speechbrain.inference.embedding_files import (
         index_path,
         unwritable_names,
         write_embeddings,
@@ -541,7 +541,7 @@ def run_verify(args, workdir):
 
 
 def run_export(args, workdir):
-    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.inference.model_source import load_model
     from fefa_speechbrain.graph_export import export_waveform_graph
     from fefa_speechbrain.graph_front_end import FrontEndError
 

@@ -36,7 +36,7 @@ from fefa_speechbrain.checkpoints import (  # noqa: F401
     load_label_encoder,
 )
 from fefa_speechbrain.data.trials import read_trials, trial_files
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, find_hparams_file, load_experiment
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, find_hparams_file, load_experiment
 from fefa_speechbrain.evaluation.metrics import (
     between_scores,
     false_accept_threshold,

@@ -28,7 +28,7 @@ import torch
 
 from fefa_speechbrain.atomic import atomic_open
 from fefa_speechbrain.checks import check_choice
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("feats", "lengths")

@@ -370,7 +370,7 @@ UNSAFE_TARGETS = (
     "speechbrain.utils.superpowers", "speechbrain.utils.data_utils", "speechbrain.utils.fetching",
     "speechbrain.utils.importutils", "speechbrain.utils.distributed", "speechbrain.inference",
     "speechbrain.pretrained", "speechbrain.core", "speechbrain.utils.checkpoints",
-    "fefa_speechbrain.hparams", "fefa_speechbrain.evaluation.model_source",
+    "fefa_speechbrain.hparams", "fefa_speechbrain.inference.model_source",
     "fefa_speechbrain.cli", "fefa_speechbrain.export",
 )
 CALLING_TAGS = ("!new:", "!name:", "!apply:", "!module:")

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, pad_signals
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, pad_signals
 from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram, UtteranceNormalization
 from fefa_speechbrain.lobes.thin_resnet import ThinResNet34
 from fefa_speechbrain.lobes.thin_seresnet import ThinSEResNet34
@@ -69,7 +69,7 @@ def test_padded_batch_equals_each_alone(backbone, norm):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.inference.model_source import load_model
 
     return load_model(SHIPPED)
 

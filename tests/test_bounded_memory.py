@@ -4,8 +4,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from fefa_speechbrain.evaluation import inference
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, file_batches
+from fefa_speechbrain.inference import embedder as inference
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, file_batches
 from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram
 
 

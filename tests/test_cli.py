@@ -15,8 +15,8 @@ import torch
 
 from fefa_speechbrain.cli import main
 from fefa_speechbrain.data.trials import read_trials, trial_files
-from fefa_speechbrain.evaluation.embedding_files import read_embeddings
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
+from fefa_speechbrain.inference.embedding_files import read_embeddings
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, load_experiment
 from fefa_speechbrain.evaluation.metrics import (
     between_scores,
     false_accept_threshold,
@@ -143,7 +143,7 @@ def test_verify_uses_and_names_stored_threshold(setup, capsys):
 def test_export_onnx_matches(setup, capsys, tmp_path):
     pytest.importorskip("onnxruntime")
     from fefa_speechbrain.data.audio import load_audio
-    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.inference.model_source import load_model
     from fefa_speechbrain.graph_export import WaveformGraphModel
     from fefa_speechbrain.graph_front_end import describe_preprocessing
 

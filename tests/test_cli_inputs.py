@@ -23,14 +23,14 @@ import torch
 from fefa_speechbrain import atomic
 from fefa_speechbrain.cli import _check_lengths, main
 from fefa_speechbrain.data.audio import AudioError
-from fefa_speechbrain.evaluation import embedding_files, model_source
-from fefa_speechbrain.evaluation.embedding_files import (
+from fefa_speechbrain.inference import embedding_files, model_source
+from fefa_speechbrain.inference.embedding_files import (
     EmbeddingsFileError,
     read_embeddings,
     write_embeddings,
 )
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-from fefa_speechbrain.evaluation.model_source import load_model
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder
+from fefa_speechbrain.inference.model_source import load_model
 from fefa_speechbrain.experiment import ExperimentError, rerun_differences, save_hyperparams
 from fefa_speechbrain.hparams import UntrustedYamlError
 from test_model_source import export_of

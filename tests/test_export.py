@@ -27,7 +27,7 @@ from fefa_speechbrain.export import (
     export_pretrained,
     make_inference_yaml,
 )
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment, pad_signals
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, load_experiment, pad_signals
 from fefa_speechbrain.hparams import load_hparams
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb" / "FEFA"

@@ -124,7 +124,7 @@ def relative_difference(actual, expected):
 
 @pytest.mark.parametrize("name, norm, log, fmt", WAVEFORM_CASES)
 def test_waveform_graph_matches_pytorch(name, norm, log, fmt, tmp_path):
-    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+    from fefa_speechbrain.inference.embedder import SpeakerEmbedder
     from fefa_speechbrain.graph_export import WaveformGraphModel, export_waveform_graph
     from fefa_speechbrain.graph_front_end import describe_preprocessing
 
@@ -151,8 +151,8 @@ def test_waveform_graph_of_the_shipped_model_on_speech(tmp_path):
     """Real speech (the card's example clips, cut to mixed lengths): within 1e-5."""
     pytest.importorskip("onnxruntime")
     from fefa_speechbrain.data.audio import load_audio
-    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, pad_signals
-    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.inference.embedder import SpeakerEmbedder, pad_signals
+    from fefa_speechbrain.inference.model_source import load_model
     from fefa_speechbrain.graph_export import WaveformGraphModel, export_waveform_graph
 
     model = load_model("pretrained/fefa-ecapa128-speechcommands")

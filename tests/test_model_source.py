@@ -14,8 +14,8 @@ import pytest
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, pad_signals
-from fefa_speechbrain.evaluation.model_source import load_model, model_kind
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, pad_signals
+from fefa_speechbrain.inference.model_source import load_model, model_kind
 from fefa_speechbrain.export import export_pretrained
 from test_robustness import RECIPE, make_experiment, write_corpus
 
@@ -132,7 +132,7 @@ def test_hub_id_through_speechbrain_fetching(models, monkeypatch, tmp_path):
 
     monkeypatch.setattr("speechbrain.utils.fetching.download_file_hf", from_export)
     # the simulated hub answers (load_model first checks that the hub can be reached)
-    monkeypatch.setattr("fefa_speechbrain.evaluation.model_source._hub_unreachable", lambda: None)
+    monkeypatch.setattr("fefa_speechbrain.inference.model_source._hub_unreachable", lambda: None)
     assert model_kind("someone/fefa-tiny") == "hub"
     loaded = load_model("someone/fefa-tiny", savedir=str(tmp_path / "hub"))
     assert loaded.kind == "hub" and loaded.config["embedding_dim"] == 32

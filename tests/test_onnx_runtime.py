@@ -56,8 +56,8 @@ def workdir(tmp_path_factory):
 
 
 def expected_embeddings():
-    from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-    from fefa_speechbrain.evaluation.model_source import load_model
+    from fefa_speechbrain.inference.embedder import SpeakerEmbedder
+    from fefa_speechbrain.inference.model_source import load_model
 
     names = ("speaker1_down", "speaker1_go", "speaker2_left")
     files = [str(SHIPPED / "example" / f"{name}.flac") for name in names]

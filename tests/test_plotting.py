@@ -14,7 +14,7 @@ from test_robustness import FILES, RECIPE, embedder_of, make_experiment, write_c
 from fefa_speechbrain import plotting
 from fefa_speechbrain.data.audio import load_audio
 from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder
 from fefa_speechbrain.evaluation.attention import attention_figures, collect_attention, spectrogram_of
 from fefa_speechbrain.evaluation.robustness import noise_curves, snr_order
 from fefa_speechbrain.plotting import plot_attention_overlay, plot_mean_attention, plot_noise_curves

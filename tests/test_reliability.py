@@ -33,7 +33,7 @@ from fefa_speechbrain.data.prepare import prepare_folder_corpus
 from fefa_speechbrain.data.synthetic import generate_corpus
 from fefa_speechbrain.export import PretrainedFolderError
 from fefa_speechbrain.lobes.features import FrameNormalization, Spectrogram
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment, pad_signals
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, load_experiment, pad_signals
 from fefa_speechbrain.hparams import load_hparams
 from fefa_speechbrain.data.trials import TrialListError
 from fefa_speechbrain.evaluation.verification import evaluate_experiment

@@ -19,7 +19,7 @@ import speechbrain as sb
 import torch
 from PIL import Image
 
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, load_experiment
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, load_experiment
 from fefa_speechbrain.evaluation.metrics import compute_eer
 from fefa_speechbrain.hparams import load_hparams
 from fefa_speechbrain.evaluation.robustness import (

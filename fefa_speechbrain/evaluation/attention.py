@@ -14,8 +14,8 @@ import torch
 from fefa_speechbrain import plotting
 from fefa_speechbrain.atomic import atomic_open
 from fefa_speechbrain.data.audio import load_audio
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder, file_batches
-from fefa_speechbrain.evaluation.model_source import load_model
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder, file_batches
+from fefa_speechbrain.inference.model_source import load_model
 from fefa_speechbrain.data.trials import read_trials, trial_files
 from fefa_speechbrain.lobes.features import Spectrogram
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from fefa_speechbrain.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
-from fefa_speechbrain.evaluation.model_source import load_model, model_kind
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder
+from fefa_speechbrain.inference.model_source import load_model, model_kind
 from fefa_speechbrain.lobes.lengths import absolute_lengths
 from fefa_speechbrain.evaluation.metrics import verification_report
 from fefa_speechbrain.data.audio import load_audio

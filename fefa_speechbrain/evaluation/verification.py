@@ -21,9 +21,9 @@ from fefa_speechbrain.atomic import atomic_open, atomic_write_json, check_writab
 from fefa_speechbrain.checks import check_choice
 from fefa_speechbrain.data.dataset import files_per_speaker
 from fefa_speechbrain.data.trials import quote_path, read_trials, trial_files
-from fefa_speechbrain.evaluation.inference import SpeakerEmbedder
+from fefa_speechbrain.inference.embedder import SpeakerEmbedder
 from fefa_speechbrain.evaluation.metrics import det_curve, verification_report
-from fefa_speechbrain.evaluation.model_source import load_model
+from fefa_speechbrain.inference.model_source import load_model
 from fefa_speechbrain.plotting import plot_det
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
@@ -163,7 +163,7 @@ def evaluate_experiment(
     error listing the files that are missing, unreadable, empty or too short).
 
     ``experiment_folder`` is any MODEL: a training run, a pretrained folder or a hub id
-    (:func:`~fefa_speechbrain.evaluation.model_source.load_model`); ``progress``, if
+    (:func:`~fefa_speechbrain.inference.model_source.load_model`); ``progress``, if
     given, is called as ``progress(files_done, files_total)`` after every batch.
 
     Returns

@@ -229,7 +229,7 @@ def embed_waveforms(modules, wavs, lengths):
     """The recipe's forward pass, waveforms -> embeddings [batch, 1, dim]: ``compute_features``,
     then ``mean_var_norm`` and ``embedding_model`` with frame-exact relative lengths.
 
-    Training (the recipe's ``SpeakerBrain``), :class:`~fefa_speechbrain.evaluation.inference.SpeakerEmbedder`
+    Training (the recipe's ``SpeakerBrain``), :class:`~fefa_speechbrain.inference.embedder.SpeakerEmbedder`
     and the exported models run this same chain.
 
     Example
