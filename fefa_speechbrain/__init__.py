@@ -3,8 +3,9 @@
 - ``lobes``: the models (FEFA, features, masked layers, backbones, pooling, wrapper,
   classifier, augmentation); tensors [batch, time, features] with relative lengths.
 - ``data``: audio checks, corpus preparation, trial lists, datasets, the synthetic corpus.
-- ``evaluation``: embeddings of a trained experiment, verification, metrics, noise
-  robustness, FEFA's attention.
+- ``inference``: using a model: loading it, embeddings, voice activity, diarization,
+  the gallery of enrolled speakers.
+- ``evaluation``: verification, metrics, thresholds, noise robustness, FEFA's attention.
 - ``hparams``, ``checkpoints``, ``atomic``, ``checks``: recipe support.
 - ``export`` (SpeechBrain pretrained-model folders) and ``plotting`` (figures only).
 

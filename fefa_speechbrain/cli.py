@@ -9,7 +9,10 @@
   (dict path -> embedding);
 - ``score MODEL TRIALS --audio-root DIR``: a scores file, EER and minDCF;
 - ``verify MODEL A B``: same speaker or not, at a threshold stored with the model;
-- ``export MODEL --format onnx|torchscript --output FILE``: the embedding graph.
+- ``export MODEL --format onnx|torchscript --output FILE``: the embedding graph;
+- ``diarize MODEL AUDIO... --output DIR``: who spoke when, one RTTM file per recording;
+- ``enroll MODEL NAME AUDIO... --gallery FILE`` and ``identify MODEL AUDIO --gallery FILE``:
+  open-set identification against enrolled speakers (:mod:`.inference.gallery`).
 
 Bad input ends with one ``fefa-speechbrain: error: ...`` message (no traceback), exit 1.
 Before any work, every output is checked: it must not be (or derive an index that is)
@@ -32,7 +35,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LIST_EXTENSIONS = (".txt", ".lst", ".scp")
 BACKENDS = ("pytorch", "onnxruntime", "torchscript")
 GRAPH_EXTENSIONS = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
-VERIFY_DIFFERENT = 2  # verify --exit-code: different speakers (0 same, 1 an error)
+VERIFY_DIFFERENT = 2  # --exit-code: verify says different speakers, identify none of them (1: an error)
 MAX_LISTED = 20
 DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
 PROGRESS_SECONDS = 2.0
@@ -45,15 +48,15 @@ class CommandError(Exception):
 class Progress:
     """``embedded N/M files`` on stderr, at most every two seconds, and at the end."""
 
-    def __init__(self, what, stream=None):
-        self.what, self.stream, self.last = what, stream or sys.stderr, 0.0
+    def __init__(self, what, stream=None, unit="files"):
+        self.what, self.stream, self.last, self.unit = what, stream or sys.stderr, 0.0, unit
 
     def __call__(self, done, total):
         now = time.monotonic()
         if done < total and now - self.last < PROGRESS_SECONDS:
             return
         self.last = now
-        print(f"{self.what}: {done}/{total} files ({100 * done // max(total, 1)} %)", file=self.stream)
+        print(f"{self.what}: {done}/{total} {self.unit} ({100 * done // max(total, 1)} %)", file=self.stream)
 
 
 def warn(message):
@@ -286,6 +289,24 @@ def cosine_threshold(text):
     return value
 
 
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
+def add_threshold_options(sub, what):
+    sub.add_argument("--threshold", type=cosine_threshold, default=None,
+                     help=f"cosine threshold in [-1, 1] of the {what} (overrides the stored one)")
+    sub.add_argument("--threshold-name", default="eer",
+                     help="stored threshold to use: eer or far_1pct (%(default)s)")
+
+
 def build_parser():
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -334,16 +355,48 @@ def build_parser():
     verify = with_model("verify", "Decide whether two files have the same speaker.")
     verify.add_argument("enrol", metavar="A", help="first audio file")
     verify.add_argument("test", metavar="B", help="second audio file")
-    verify.add_argument("--threshold", type=cosine_threshold, default=None,
-                        help="cosine threshold in [-1, 1] (overrides the stored one)")
-    verify.add_argument("--threshold-name", default="eer",
-                        help="stored threshold to use: eer or far_1pct (%(default)s)")
+    add_threshold_options(verify, "decision")
     verify.add_argument("--json", action="store_true",
                         help="print one JSON object (score, threshold, its name and description, "
                         "decision) instead of the sentence")
     verify.add_argument("--exit-code", action="store_true",
                         help="exit 0 for the same speaker, 2 for different speakers (1: an error)")
     with_runtime(verify)
+
+    diarize = with_model("diarize", "Who spoke when: one RTTM file per recording (voice activity, "
+                         "windows, embeddings, spectral clustering).")
+    diarize.add_argument("inputs", metavar="AUDIO", nargs="+", help="recording, folder or list")
+    diarize.add_argument("--output", required=True, help="folder for AUDIO-NAME.rttm files")
+    count = diarize.add_mutually_exclusive_group()
+    count.add_argument("--num-speakers", type=positive_int, default=None,
+                       help="the number of speakers, if known (else estimated)")
+    count.add_argument("--max-speakers", type=positive_int, default=None,
+                       help="the most speakers to estimate (8)")
+    diarize.add_argument("--window", type=positive_float, default=None,
+                         help="window length in seconds (1.5)")
+    diarize.add_argument("--shift", type=positive_float, default=None,
+                         help="window shift in seconds (0.75)")
+    with_runtime(diarize)
+
+    enroll = with_model("enroll", "Enrol a speaker in a gallery from audio files (the mean of "
+                        "their embeddings); the gallery file is created if missing.")
+    enroll.add_argument("name", metavar="NAME", help="the speaker's name")
+    enroll.add_argument("inputs", metavar="AUDIO", nargs="+", help="audio file, folder or list")
+    enroll.add_argument("--gallery", required=True, help="gallery file (JSON), written atomically")
+    enroll.add_argument("--replace", action="store_true", help="enrol NAME again if it is there")
+    with_runtime(enroll)
+
+    identify = with_model("identify", "Which enrolled speaker is this: the best matches, or "
+                          "none of them below the threshold (open-set).")
+    identify.add_argument("audio", metavar="AUDIO", help="audio file")
+    identify.add_argument("--gallery", required=True, help="gallery file written by enroll")
+    identify.add_argument("--top-k", type=positive_int, default=3, help="matches shown (3)")
+    add_threshold_options(identify, "identification")
+    identify.add_argument("--json", action="store_true",
+                          help="print one JSON object (decision, threshold, top-k) instead of text")
+    identify.add_argument("--exit-code", action="store_true",
+                          help="exit 0 when a speaker is identified, 2 for none of them (1: an error)")
+    with_runtime(identify)
 
     export = with_model("export", "Export the model, waveform to embedding (front-end inside), as ONNX or TorchScript.")
     export.add_argument("--format", required=True, choices=tuple(GRAPH_EXTENSIONS))
@@ -500,24 +553,29 @@ def run_score(args, workdir):
     return 0
 
 
+def decision_threshold(args, model):
+    """(value, description, stored name or None): ``--threshold``, else the model's stored
+    threshold ``--threshold-name``."""
+    if args.threshold is not None:
+        return args.threshold, "given with --threshold", None
+    stored = model.thresholds
+    if args.threshold_name not in stored:
+        names = ", ".join(name for name in stored if name != "trials") or "none"
+        raise CommandError(
+            f"{args.model} stores no threshold '{args.threshold_name}' (stored: {names}): pass "
+            "--threshold, or export with export_pretrained.py --threshold_trials"
+        )
+    entry = stored[args.threshold_name]
+    return entry["value"], entry.get("description", f"stored threshold {args.threshold_name}"), \
+        args.threshold_name
+
+
 def run_verify(args, workdir):
     from fefa_speechbrain.data.trials import Trial
     from fefa_speechbrain.evaluation.verification import cosine_scores
 
     model = _load(args)
-    name = args.threshold_name
-    if args.threshold is not None:
-        threshold, why, name = args.threshold, "given with --threshold", None
-    else:
-        stored = model.thresholds
-        if args.threshold_name not in stored:
-            names = ", ".join(name for name in stored if name != "trials") or "none"
-            raise CommandError(
-                f"{args.model} stores no threshold '{args.threshold_name}' (stored: {names}): pass "
-                "--threshold, or export with export_pretrained.py --threshold_trials"
-            )
-        threshold, why = stored[args.threshold_name]["value"], stored[args.threshold_name].get(
-            "description", f"stored threshold {args.threshold_name}")
+    threshold, why, name = decision_threshold(args, model)
     embedder = _embedder(model, args, workdir)
     files = [os.path.abspath(args.enrol), os.path.abspath(args.test)]
     _check_lengths(embedder, files, model.sample_rate)
@@ -538,6 +596,120 @@ def run_verify(args, workdir):
     else:
         print(f"{verdict}: cosine {score:.4f} {relation} threshold {threshold:.4f} ({why})")
     return VERIFY_DIFFERENT if args.exit_code and not same else 0
+
+
+def run_diarize(args, workdir):
+    from fefa_speechbrain.inference.diarization import (
+        MAX_SPEAKERS,
+        SHIFT_SECONDS,
+        WINDOW_SECONDS,
+        Diarizer,
+        rttm_uri,
+    )
+
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise CommandError(f"--output {args.output} is a file: give a folder for the RTTM files")
+    window = args.window or WINDOW_SECONDS
+    shift = args.shift or (SHIFT_SECONDS if args.window is None else window / 2)
+    if shift > window:
+        raise CommandError(f"--shift {shift} is longer than --window {window}: windows would "
+                           "leave speech out")
+    left_out = []
+    files = audio_inputs(args.inputs, left_out)
+    outputs, by_uri = [], {}
+    for path in files:
+        uri = rttm_uri(path)
+        if uri in by_uri:
+            raise CommandError(f"{by_uri[uri]} and {path} would both be written to {uri}.rttm: "
+                               "diarize them into different --output folders")
+        by_uri[uri] = path
+        outputs.append(os.path.join(args.output, f"{uri}.rttm"))
+    os.makedirs(args.output, exist_ok=True)
+    check_outputs(outputs, [*args.inputs, *files, *model_files(args.model)])
+    model = _load(args)
+    embedder = _embedder(model, args, workdir)
+    _check_lengths(embedder, files, model.sample_rate)
+    warn_left_out(left_out)
+    diarizer = Diarizer(embedder, window=window, shift=shift,
+                        vad_backend="onnxruntime" if args.backend == "onnxruntime" else "pytorch",
+                        sample_rate=model.sample_rate)
+    for path, output in zip(files, outputs):
+        name = os.path.basename(path)
+        result = diarizer(path, num_speakers=args.num_speakers,
+                          max_speakers=args.max_speakers or MAX_SPEAKERS,
+                          progress=Progress(f"{name}: embedding", unit="windows"))
+        result.write_rttm(output)
+        speakers = len(result.speakers)
+        note = "" if result else " (no speech found: the RTTM file is empty)"
+        print(f"{name}: {speakers} speaker{'s' if speakers != 1 else ''}, {len(result)} segments, "
+              f"{result.speech_seconds:.1f} s of speech -> {output}{note}")
+    return 0
+
+
+def _embed_speech(embedder, files, args, model):
+    """Embeddings of files with speech (the others named in a warning); an error if none."""
+    _check_lengths(embedder, files, model.sample_rate)
+    embeddings = embedder.embed_files(files, args.batch_size, model.sample_rate,
+                                      check_speech=args.speech_check)
+    warn_no_speech(embeddings.no_speech, "file is left out")
+    kept = [path for path in files if path in embeddings and path not in embeddings.no_speech]
+    if not kept:
+        raise CommandError(f"no speech found in {', '.join(files[:3])}"
+                           f"{' ...' if len(files) > 3 else ''} (silence or noise only)")
+    return kept, embeddings
+
+
+def run_enroll(args, workdir):
+    from fefa_speechbrain.inference.gallery import Gallery, check_name, model_fingerprint
+
+    name = check_name(args.name)
+    left_out = []
+    files = audio_inputs(args.inputs, left_out)
+    check_outputs([args.gallery], [*args.inputs, *files, *model_files(args.model)])
+    model = _load(args)
+    fingerprint = model_fingerprint(model.modules)
+    gallery = Gallery.open_or_create(args.gallery, fingerprint, args.model)
+    if name in gallery.speakers and not args.replace:
+        raise CommandError(f"{name!r} is already enrolled in {args.gallery} (from "
+                           f"{len(gallery.speakers[name]['clips'])} files): pass --replace to enrol "
+                           "again")
+    embedder = _embedder(model, args, workdir)
+    warn_left_out(left_out)
+    kept, embeddings = _embed_speech(embedder, files, args, model)
+    gallery.enrol(name, [embeddings[path].numpy() for path in kept], kept)
+    gallery.save(args.gallery)
+    print(f"enrolled {name} from {len(kept)} file{'s' if len(kept) > 1 else ''}: {args.gallery} "
+          f"({len(gallery)} speaker{'s' if len(gallery) > 1 else ''})")
+    return 0
+
+
+def run_identify(args, workdir):
+    from fefa_speechbrain.inference.gallery import Gallery, model_fingerprint
+
+    if not os.path.isfile(args.gallery):
+        raise CommandError(f"no gallery file {args.gallery}: enrol speakers first "
+                           "(fefa-speechbrain enroll MODEL NAME AUDIO... --gallery FILE)")
+    model = _load(args)
+    gallery = Gallery.load(args.gallery, model_fingerprint(model.modules))
+    threshold, why, name = decision_threshold(args, model)
+    embedder = _embedder(model, args, workdir)
+    path = os.path.abspath(args.audio)
+    _, embeddings = _embed_speech(embedder, [path], args, model)
+    who, ranking = gallery.identify(embeddings[path].numpy(), threshold, args.top_k)
+    if args.json:
+        print(json.dumps({"audio": path, "speaker": who, "threshold": float(threshold),
+                          "threshold_name": name, "threshold_description": why,
+                          "top": [{"speaker": n, "score": score} for n, score in ranking]}))
+    else:
+        best, score = ranking[0]
+        if who is None:
+            print(f"none of them: the best match, {best}, scores {score:.4f} < threshold "
+                  f"{threshold:.4f} ({why})")
+        else:
+            print(f"{who}: cosine {score:.4f} >= threshold {threshold:.4f} ({why})")
+        for rank, (speaker, value) in enumerate(ranking, 1):
+            print(f"  {rank}. {speaker} {value:.4f}")
+    return VERIFY_DIFFERENT if args.exit_code and who is None else 0
 
 
 def run_export(args, workdir):
@@ -570,7 +742,8 @@ def run_export(args, workdir):
     return 0
 
 
-COMMANDS = {"embed": run_embed, "score": run_score, "verify": run_verify, "export": run_export}
+COMMANDS = {"embed": run_embed, "score": run_score, "verify": run_verify, "export": run_export,
+            "diarize": run_diarize, "enroll": run_enroll, "identify": run_identify}
 
 
 class _Once(logging.Filter):
@@ -590,14 +763,15 @@ class _Once(logging.Filter):
 
 def main(argv=None):
     """Runs the command line; returns the exit status (0 ok, 1 bad input, 130 interrupted;
-    ``verify --exit-code``: 2 for different speakers)."""
+    ``verify --exit-code``: 2 for different speakers; ``identify --exit-code``: 2 for none)."""
     from fefa_speechbrain.checkpoints import PretrainedFolderError
     from fefa_speechbrain.data.audio import AudioError
     from fefa_speechbrain.data.trials import TrialListError
+    from fefa_speechbrain.inference.gallery import GalleryError
 
     args = build_parser().parse_args(argv)
-    expected = (CommandError, AudioError, TrialListError, PretrainedFolderError, OSError,
-                ValueError, ImportError)
+    expected = (CommandError, AudioError, TrialListError, PretrainedFolderError, GalleryError,
+                OSError, ValueError, ImportError)
     package_logger = logging.getLogger("fefa_speechbrain")
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
