@@ -62,7 +62,10 @@ class ConvSpectrogram(torch.nn.Module):
         self.n_fft, self.hop, self.center = int(stft.n_fft), int(stft.hop_length), bool(stft.center)
         self.pad_mode = stft.pad_mode
         self.power, self.log, self.eps = spectrogram.power, spectrogram.log, spectrogram.eps
-        self.register_buffer("kernel", dft_kernel(stft), persistent=False)
+        kernel = dft_kernel(stft)
+        if getattr(spectrogram, "remove_dc", False):  # each frame's mean removed: linear, so
+            kernel = _without_frame_mean(kernel, int(stft.win_length))  # in the kernel
+        self.register_buffer("kernel", kernel, persistent=False)
 
     def forward(self, wavs):
         """wavs [batch, samples] -> [batch, frames, n_fft // 2 + 1]."""
@@ -109,6 +112,17 @@ def dft_kernel(stft):
     if stft.normalized_stft:
         kernel = kernel / math.sqrt(n_fft)
     return kernel.unsqueeze(1).float()
+
+
+def _without_frame_mean(kernel, win):
+    """The kernel applied to each frame minus its mean over the window's ``win`` samples:
+    ``K'[f, n] = K[f, n] - sum_m K[f, m] / win`` on the window's support."""
+    n_fft = kernel.shape[-1]
+    left = (n_fft - win) // 2
+    kernel = kernel.double().clone()
+    total = kernel.sum(dim=-1, keepdim=True)
+    kernel[..., left:left + win] -= total / win
+    return kernel.float()
 
 
 class WaveformFrontEnd(torch.nn.Module):
@@ -190,6 +204,8 @@ def _describe_spectrogram(spec):
             f"{stft.hop_length}-sample hop, {stft.n_fft}-point FFT, {centred}, {values}")
     if stft.normalized_stft:
         text += " (normalized STFT)"
+    if getattr(spec, "remove_dc", False):
+        text += ", each frame's mean removed before the window"
     if spec.log:
         text += f", log(x + {spec.eps:g})"
     return text + f"; {spec.n_bins} bins"

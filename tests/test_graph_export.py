@@ -93,19 +93,22 @@ def test_unknown_format(tmp_path):
 # ---- the waveform graph: front-end inside -------------------------------------------
 
 WAVEFORM_CASES = [
-    ("ecapa", "frame", True, "onnx"),
-    ("thin_resnet34_tap", "utterance", True, "onnx"),
-    ("vggm_tap", "frame", False, "onnx"),  # magnitude without log; min_frames 65
-    ("thin_seresnet34_tap", "utterance", True, "onnx"),
-    ("ecapa", "utterance", True, "torchscript"),
-    ("vggm_tap", "frame", True, "torchscript"),
+    ("ecapa", "frame", True, "onnx", False),
+    ("thin_resnet34_tap", "utterance", True, "onnx", False),
+    ("vggm_tap", "frame", False, "onnx", False),  # magnitude without log; min_frames 65
+    ("thin_seresnet34_tap", "utterance", True, "onnx", False),
+    ("ecapa", "utterance", True, "torchscript", False),
+    ("vggm_tap", "frame", True, "torchscript", False),
+    ("ecapa", "frame", True, "onnx", True),  # each frame's mean removed (in the kernel)
+    ("vggm_tap", "utterance", True, "torchscript", True),
 ]
 
 
-def waveform_modules(name, norm, log):
+def waveform_modules(name, norm, log, remove_dc=False):
     from fefa_speechbrain.lobes.features import Spectrogram, feature_normalization
 
-    return {"compute_features": Spectrogram(log=log), "mean_var_norm": feature_normalization(norm),
+    return {"compute_features": Spectrogram(log=log, remove_dc=remove_dc),
+            "mean_var_norm": feature_normalization(norm),
             "embedding_model": random_model(name, "single")}
 
 
@@ -122,20 +125,21 @@ def relative_difference(actual, expected):
     return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
-@pytest.mark.parametrize("name, norm, log, fmt", WAVEFORM_CASES)
-def test_waveform_graph_matches_pytorch(name, norm, log, fmt, tmp_path):
+@pytest.mark.parametrize("name, norm, log, fmt, remove_dc", WAVEFORM_CASES)
+def test_waveform_graph_matches_pytorch(name, norm, log, fmt, remove_dc, tmp_path):
     from fefa_speechbrain.inference.embedder import SpeakerEmbedder
     from fefa_speechbrain.graph_export import WaveformGraphModel, export_waveform_graph
     from fefa_speechbrain.graph_front_end import describe_preprocessing
 
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
-    modules = waveform_modules(name, norm, log)
+    modules = waveform_modules(name, norm, log, remove_dc)
     path = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
     metadata = export_waveform_graph(modules, str(path), fmt)
     graph = WaveformGraphModel(path)
     assert graph.metadata["preprocessing"] == describe_preprocessing(modules)
     assert ("log(x + 1e-06)" in metadata["preprocessing"]) == log
+    assert ("each frame's mean removed" in metadata["preprocessing"]) == remove_dc
     assert type(modules["mean_var_norm"]).__name__ in metadata["preprocessing"]
     wavs, lengths = mixed_waveforms()
     expected = SpeakerEmbedder(modules).embed(wavs, lengths)  # each row as when alone

@@ -8,6 +8,8 @@ order as SpeechBrain's ``compute_features -> mean_var_norm -> embedding_model``.
 Details: ``docs/reference.md`` (fefa_speechbrain.lobes.features).
 """
 
+import math
+
 import torch
 from speechbrain.processing.features import STFT, spectral_magnitude
 
@@ -37,12 +39,21 @@ class Spectrogram(torch.nn.Module):
         If True, ``log(spec + eps)``.
     eps : float
         Floor inside the logarithm.
+    remove_dc : bool
+        If True, each frame's mean is removed before the window (Kaldi's
+        ``remove_dc_offset``), so a constant offset of the waveform does not change the
+        spectrogram, except in the two frames at each end that overlap the zero padding
+        of centred frames; frame by frame, so padding changes nothing either.
 
     Example
     -------
     >>> spec = Spectrogram()
     >>> spec(torch.randn(2, 16000)).shape
     torch.Size([2, 101, 257])
+    >>> dc = Spectrogram(remove_dc=True)
+    >>> wav = torch.randn(1, 8000)
+    >>> bool((dc(wav + 0.3) - dc(wav))[:, 2:-2].abs().max() < 1e-2)
+    True
     """
 
     def __init__(
@@ -54,6 +65,7 @@ class Spectrogram(torch.nn.Module):
         power=False,
         log=False,
         eps=1e-6,
+        remove_dc=False,
     ):
         super().__init__()
         self.stft = STFT(
@@ -68,16 +80,43 @@ class Spectrogram(torch.nn.Module):
         self.power = power
         self.log = log
         self.eps = eps
+        self.remove_dc = remove_dc
 
     def forward(self, wavs):
         """Returns the spectrogram of ``wavs`` [batch, samples] as [batch, time, bins]."""
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
         with torch.autocast(device_type=wavs.device.type, enabled=False):
-            spec = spectral_magnitude(self.stft(wavs.float()), power=1.0 if self.power else 0.5)
+            stft = self.stft(wavs.float())
+            if getattr(self, "remove_dc", False):
+                stft = stft - self._frame_means(wavs.float(), stft.shape[1]) * self._window_dft()
+            spec = spectral_magnitude(stft, power=1.0 if self.power else 0.5)
             if self.log:
                 spec = torch.log(spec + self.eps)
         return spec
+
+    def _frame_means(self, wavs, frames):
+        """[batch, frames, 1, 1]: the mean of the samples under each frame's window."""
+        stft = self.stft
+        n_fft, win, hop = int(stft.n_fft), int(stft.win_length), int(stft.hop_length)
+        x = wavs.unsqueeze(1)
+        if stft.center:
+            x = torch.nn.functional.pad(x, (n_fft // 2, n_fft // 2), mode=stft.pad_mode)
+        x = x[..., (n_fft - win) // 2:]
+        means = torch.nn.functional.avg_pool1d(x, win, hop)[:, 0, :frames]
+        return means[..., None, None]
+
+    def _window_dft(self):
+        """[bins, 2]: the DFT (real, imaginary) of the window, placed as ``torch.stft`` does."""
+        stft = self.stft
+        n_fft, win = int(stft.n_fft), int(stft.win_length)
+        window = torch.zeros(n_fft, device=stft.window.device)
+        left = (n_fft - win) // 2
+        window[left:left + win] = stft.window.float()
+        spectrum = torch.fft.rfft(window)
+        if stft.normalized_stft:
+            spectrum = spectrum / math.sqrt(n_fft)
+        return torch.view_as_real(spectrum)
 
     def frame_lengths(self, lengths, num_samples):
         """Relative lengths in frames that are exact for this front-end.
