@@ -46,6 +46,9 @@ RESUMABLE_KEYS = frozenset({
     "train_dataloader_options", "valid_dataloader_options",
 })
 CORPUS_FILES = ("train_annotation", "valid_annotation")  # the hparams naming the corpus
+# Keys added to the yamls after experiments were saved without them: an experiment that
+# lacks one ran with this value (so it resumes with it, and another value is a difference).
+ADDED_KEYS = {"n_threshold_speakers": 0}
 CORPUS_COLUMNS = ("ID", "spk_id", "duration", "start", "stop")
 MAX_LISTED = 10
 
@@ -192,7 +195,10 @@ def hparams_differences(saved, new):
     ['width: 1.0 -> 0.5']
     >>> hparams_differences({"net": {"!": "new:A", "k": 3}}, {"net": {"!": "new:B", "k": 3}})
     ['net(class): new:A -> new:B']
+    >>> hparams_differences({}, {"n_threshold_speakers": 0})  # saved before the key existed
+    []
     """
+    saved = {**{key: value for key, value in ADDED_KEYS.items() if key in new}, **saved}
     old_flat, new_flat = {}, {}
     for source, flat in ((saved, old_flat), (new, new_flat)):
         for key, value in source.items():

@@ -333,6 +333,7 @@ def export_pretrained(
     threshold_speakers="auto",
     test_trials=None,
     test_audio_root=None,
+    threshold_held_out=False,
 ):
     """Writes the best checkpoint of a training run as a SpeechBrain pretrained folder.
 
@@ -368,6 +369,11 @@ def export_pretrained(
         and the card.
     test_audio_root : str
         Folder the paths of ``test_trials`` are relative to (default: its folder).
+    threshold_held_out : bool
+        ``threshold_trials`` is a preparation's ``threshold_trials.txt``: speakers held
+        out of training on purpose (``n_threshold_speakers``). Checked as ``"unseen"``
+        against the training CSV (a stale list is refused), and described as "trials of
+        N held-out speakers unseen in training".
 
     Returns
     -------
@@ -431,8 +437,13 @@ def export_pretrained(
     training = csv_speakers(hparams.get("train_annotation"))
     if trials is not None:
         root = audio_root or os.path.dirname(os.path.abspath(threshold_trials))
-        source = threshold_source(os.path.basename(threshold_trials),
-                                  trial_list_speakers(trials, root), training, threshold_speakers)
+        name = os.path.basename(threshold_trials)
+        declared = "unseen" if threshold_held_out else threshold_speakers
+        source = threshold_source(name, trial_list_speakers(trials, root), training, declared)
+        if threshold_held_out:
+            source["phrase"] = (
+                f"trials of {source['n_speakers']} held-out speakers unseen in training: {name}"
+            )
         config["thresholds"] = decision_thresholds(
             embedder, trials, os.path.basename(threshold_trials), batch_size,
             hparams.get("sample_rate", 16000), source=source,

@@ -43,7 +43,7 @@ NUMBERS = ("aam_margin",)
 POSITIVE_INTEGERS = ("batch_size", "number_of_epochs", "sample_rate", "emb_dim", "prep_jobs",
                      "n_speakers", "n_test_speakers", "cohort_utts_per_speaker", "cohort_size",
                      "n_overlays", "max_mean_files")
-NON_NEGATIVE_INTEGERS = ("num_workers", "lr_warmup_steps", "seed")
+NON_NEGATIVE_INTEGERS = ("num_workers", "lr_warmup_steps", "seed", "n_threshold_speakers")
 PERCENT_SPLITS = ("split_ratio",)
 COMMAND_LINE = "command line"
 MAY_BE_NULL = ("sentence_len", "n_test_speakers", "max_mean_files")  # null: not used / all

@@ -21,6 +21,7 @@ CSV_FIELDS = ["ID", "duration", "wav", "start", "stop", "spk_id"]
 OPTIONS_FILE = "prepare_options.json"
 REPORT_FILE = "prepare_report.json"
 TRIALS_FILE = "trials.txt"
+THRESHOLD_TRIALS_FILE = "threshold_trials.txt"  # trials of speakers held out for thresholds
 MIN_LAST_CHUNK_SECONDS = 1.0
 FORMAT_VERSION = 1
 MAX_LISTED = 20
@@ -95,6 +96,13 @@ def format_summary(summary):
             f"rows, trials.txt: {trials['n']} trials {origin} ({trials['target']} target, "
             f"{trials['nontarget']} non-target, {len(trials['dropped'])} dropped)"
         )
+    if "threshold_trials" in summary:
+        held = summary["threshold_trials"]
+        lines.append(
+            f"  {THRESHOLD_TRIALS_FILE}: {held['n']} trials ({held['target']} target, "
+            f"{held['nontarget']} non-target) of {held['speakers']} threshold speakers, "
+            "left out of train.csv and dev.csv"
+        )
     for speaker, reason in sorted(summary.get("dropped_speakers", {}).items()):
         lines.append(f"  speaker {speaker} dropped: {reason}")
     lines.extend(problem_lines(summary["problems"]))
@@ -140,7 +148,10 @@ def previous_summary(save_folder, options, fingerprint, splits, verbose=True):
         return None
     if stored != _stored_state(options, fingerprint):
         return None
-    if not all(os.path.isfile(os.path.join(save_folder, n)) for n in _output_names(splits)):
+    names = _output_names(splits)
+    if options.get("n_threshold_speakers"):
+        names.append(THRESHOLD_TRIALS_FILE)
+    if not all(os.path.isfile(os.path.join(save_folder, n)) for n in names):
         return None
     if verbose:
         print(f"{save_folder}: already prepared with the same options and files; nothing to do")
@@ -301,11 +312,18 @@ def test_outputs(trials, index, infos, report, generated):
 
 
 def write_outputs(save_folder, outputs, report, options, fingerprint, verbose=True):
-    """Writes every output atomically; the options file goes last."""
+    """Writes every output atomically; the options file goes last.
+
+    A ``threshold_trials.txt`` of an earlier preparation is removed when this one writes
+    none: its speakers may be training speakers now.
+    """
     os.makedirs(save_folder, exist_ok=True)
     options_path = os.path.join(save_folder, OPTIONS_FILE)
     if os.path.exists(options_path):
         os.remove(options_path)
+    stale = os.path.join(save_folder, THRESHOLD_TRIALS_FILE)
+    if THRESHOLD_TRIALS_FILE not in outputs and os.path.isfile(stale):
+        os.remove(stale)
     report["outputs"] = [os.path.join(report["save_folder"], name) for name in outputs]
     for name, content in outputs.items():
         path = os.path.join(save_folder, name)

@@ -4,6 +4,9 @@
 files (:mod:`~fefa_speechbrain.data.scan`), check the audio, split train/dev, and write
 ``train.csv``, ``dev.csv``, ``enrol.csv``, ``test.csv``, ``trials.txt`` and a report
 (:mod:`~fefa_speechbrain.data.manifests`); a preparation that is up to date is not redone.
+With ``n_threshold_speakers``, a folder corpus also leaves that many speakers out of
+training and writes their trials to ``threshold_trials.txt`` (decision thresholds set on
+speakers the model never saw).
 ``python -m fefa_speechbrain.data.prepare`` is the command line.
 
 Details: ``docs/reference.md`` (fefa_speechbrain.data.prepare).
@@ -12,6 +15,7 @@ Details: ``docs/reference.md`` (fefa_speechbrain.data.prepare).
 import argparse
 import json
 import logging
+import numbers
 import os
 import random
 import sys
@@ -20,6 +24,8 @@ from collections import defaultdict
 from fefa_speechbrain.checks import check_choice
 from fefa_speechbrain.data.audio import CHECK_MODES
 from fefa_speechbrain.data.manifests import (
+    REPORT_FILE,
+    THRESHOLD_TRIALS_FILE,
     input_fingerprint,
     inspect_all,
     new_report,
@@ -37,12 +43,18 @@ from fefa_speechbrain.data.scan import (
     unpack_vox1_test,
     utterance_index,
 )
-from fefa_speechbrain.data.trials import generate_trials, read_trial_list
+from fefa_speechbrain.data.trials import format_trial_line, generate_trials, read_trial_list
 
 logger = logging.getLogger(__name__)
 
 
 SPLITS = ("train", "dev", "test")
+# Threshold speakers (prepare_folder_corpus, n_threshold_speakers): at most this many
+# trials (half target), at least this many clips each, and a training set of at least
+# MIN_TRAINING_SPEAKERS and no fewer speakers than are held out for thresholds.
+MAX_THRESHOLD_TRIALS = 20000
+MIN_THRESHOLD_CLIPS = 2
+MIN_TRAINING_SPEAKERS = 2
 
 # ----------------------------------------------------------------------------- public API
 
@@ -173,6 +185,7 @@ def prepare_folder_corpus(
     seed=1234,
     extensions=(".wav", ".flac", ".ogg"),
     verbose=True,
+    n_threshold_speakers=0,
 ):
     """Prepares a corpus laid out as ``<root>/<speaker>/[<session>/]<utt>.<ext>``.
 
@@ -194,6 +207,16 @@ def prepare_folder_corpus(
     pairs (all of them when there are fewer), written to ``trials.txt`` as
     ``label enrol test`` with paths relative to ``data_folder``.
 
+    Threshold speakers: with ``n_threshold_speakers=N`` (0, the default, turns it off
+    and changes nothing), N speakers outside the test set with at least 2 usable files
+    are drawn with ``seed`` and left out of train and dev (their audio too, under any
+    other name through links); ``threshold_trials.txt`` holds their trials in the format
+    of ``trials.txt``: every target pair (a seeded :data:`MAX_THRESHOLD_TRIALS` ``// 2``
+    when there are more) and as many seeded non-target pairs. Decision thresholds set on
+    them hold for speakers the model never saw (``export_pretrained.py`` uses the list
+    by default). Refused when fewer than 2 such speakers exist or when fewer than
+    :data:`MIN_TRAINING_SPEAKERS` (or fewer than N) training speakers would be left.
+
     Arguments
     ---------
     data_folder : str
@@ -214,6 +237,8 @@ def prepare_folder_corpus(
         Minimum usable files of a test speaker (generated trials only).
     extensions : sequence of str
         Audio file extensions to collect (case-insensitive).
+    n_threshold_speakers : int
+        Speakers held out of training for ``threshold_trials.txt`` (0: none; else >= 2).
     splits, split_ratio, seg_dur, check_audio, n_jobs, seed, verbose
         As for :func:`prepare_voxceleb`, which also returns the same summary.
 
@@ -233,12 +258,23 @@ def prepare_folder_corpus(
     (6, 6, 2)
     >>> prepare_folder_corpus(root, save, test_speakers=["c", "d"], verbose=False)["skipped"]
     True
+    >>> for spk in ["e", "f", "g", "h"]:
+    ...     os.makedirs(os.path.join(root, spk))
+    ...     for i in range(3):
+    ...         noise = 0.1 * rng.standard_normal(16000)
+    ...         sf.write(os.path.join(root, spk, f"u{i}.flac"), noise, 16000)
+    >>> summary = prepare_folder_corpus(root, save, test_speakers=["c", "d"], verbose=False,
+    ...                                 n_threshold_speakers=2)
+    >>> held, train = summary["threshold_trials"], summary["train"]
+    >>> summary["threshold_speakers"], held["target"], held["nontarget"], train["speakers"]
+    (['a', 'f'], 6, 6, 4)
     """
     splits = _check_common_options(splits, split_ratio, seg_dur, check_audio, n_jobs)
     _check_folder_options(
         verification_file, test_speakers, n_test_speakers, n_trials,
-        min_utts_train, min_utts_test, splits,
+        min_utts_train, min_utts_test, splits, n_threshold_speakers,
     )
+    n_threshold_speakers = int(n_threshold_speakers)
     roots = _data_folders(data_folder)
     if len(roots) != 1:
         raise ValueError(f"prepare_folder_corpus: give one data folder, got {roots}")
@@ -260,6 +296,8 @@ def prepare_folder_corpus(
         n_trials=n_trials, min_utts_train=min_utts_train, min_utts_test=min_utts_test,
         splits=splits, split_ratio=list(split_ratio), seg_dur=seg_dur,
         check_audio=check_audio, seed=seed, extensions=extensions,
+        # only when on: a preparation without threshold speakers stays as it was
+        **({"n_threshold_speakers": n_threshold_speakers} if n_threshold_speakers else {}),
     )
     if previous is not None:
         return previous
@@ -278,18 +316,33 @@ def prepare_folder_corpus(
         )
     excluded = test_set | set(listed or ()) | trial_speakers(trials, index)
     held_out = [u for u in utterances if u.speaker in excluded]
+    candidates = sorted({u.speaker for u in utterances} - excluded)
+    threshold_set, threshold_pool = [], []
+    if n_threshold_speakers:
+        threshold_set, threshold_pool = _choose_threshold_speakers(
+            candidates, usable, held_out, n_threshold_speakers, seed, ignored
+        )
+        held_out = held_out + threshold_pool  # their audio stays out of training too
     training = []
-    for speaker in sorted({u.speaker for u in utterances} - excluded):
+    for speaker in candidates:
+        if speaker in threshold_set:
+            continue
         files = without_test_audio(usable[speaker], held_out, ignored)
         if len(files) < min_utts_train:
             dropped[speaker] = f"{len(files)} usable files < min_utts_train={min_utts_train}"
         else:
             training.extend(files)
+    if n_threshold_speakers:
+        _check_training_left(
+            len({u.speaker for u in training}), n_threshold_speakers, len(candidates), len(test_set)
+        )
     train, dev = split_train_dev(training, split_ratio, False, seed)
     add_ignored(report, ignored)
     report["test_speakers"] = sorted(test_set)
     report["dropped_speakers"] = dropped
     outputs = training_outputs(train, dev, splits, infos, seg_dur, False, report)
+    if n_threshold_speakers:
+        outputs.update(_threshold_outputs(threshold_set, threshold_pool, seed, report))
     if "test" in splits:
         generated = trials is None
         if generated:
@@ -338,6 +391,80 @@ def add_ignored(report, ignored):
     report["n_skipped"] += len(ignored)
 
 
+def prepared_threshold_trials(prep_folder, data_folder=None):
+    """``(path, audio_root)`` of a preparation's ``threshold_trials.txt``, or None.
+
+    The audio root is the corpus the preparation read (its ``prepare_report.json``),
+    else ``data_folder`` (a folder holding the list without a report), else None.
+
+    Example
+    -------
+    >>> prepared_threshold_trials("/nonexistent/prepared") is None
+    True
+    """
+    if not prep_folder:
+        return None
+    path = os.path.join(os.fspath(prep_folder), THRESHOLD_TRIALS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(os.path.join(os.fspath(prep_folder), REPORT_FILE), encoding="utf-8") as handle:
+            roots = json.load(handle).get("data_folder")
+    except (OSError, ValueError, AttributeError):
+        roots = None
+    if isinstance(roots, list) and len(roots) == 1:
+        return path, roots[0]
+    return path, None if data_folder is None else os.fspath(data_folder)
+
+
+def _choose_threshold_speakers(candidates, usable, held_out, count, seed, ignored):
+    """(sorted speakers, their usable files): ``count`` seeded speakers of ``candidates``
+    with at least :data:`MIN_THRESHOLD_CLIPS` usable files that are not held-out audio."""
+    clean, notes = {}, {}
+    for speaker in candidates:
+        notes[speaker] = []
+        clean[speaker] = without_test_audio(usable[speaker], held_out, notes[speaker])
+    eligible = [s for s in candidates if len(clean[s]) >= MIN_THRESHOLD_CLIPS]
+    if len(eligible) < count:
+        raise ValueError(
+            f"n_threshold_speakers={count}, but only {len(eligible)} of the {len(candidates)} "
+            f"speakers outside the test set have at least {MIN_THRESHOLD_CLIPS} usable files; "
+            "lower n_threshold_speakers (0 turns threshold speakers off)"
+        )
+    chosen = sorted(random.Random(f"{seed}:threshold-speakers").sample(eligible, count))
+    for speaker in chosen:
+        ignored.extend(notes[speaker])
+    return chosen, [u for speaker in chosen for u in clean[speaker]]
+
+
+def _check_training_left(n_training, n_threshold, n_candidates, n_test):
+    needed = max(MIN_TRAINING_SPEAKERS, n_threshold)
+    if n_training < needed:
+        raise ValueError(
+            f"n_threshold_speakers={n_threshold} leaves {n_training} training speakers (of "
+            f"{n_candidates} speakers outside the {n_test} test speakers, after min_utts_train); "
+            f"at least {needed} are needed ({MIN_TRAINING_SPEAKERS}, and no fewer than the "
+            "threshold speakers): lower n_threshold_speakers (0 turns it off) or hold out fewer "
+            "test speakers"
+        )
+
+
+def _threshold_outputs(speakers, pool, seed, report):
+    """``threshold_trials.txt`` of the threshold speakers' files, and the report's entries."""
+    trials = generate_trials(pool, n_trials=MAX_THRESHOLD_TRIALS, seed=f"{seed}:threshold")
+    report["threshold_speakers"] = list(speakers)
+    report["threshold_trials"] = {
+        "file": os.path.join(report["save_folder"], THRESHOLD_TRIALS_FILE),
+        "speakers": len(speakers),
+        "files": len(pool),
+        "n": len(trials),
+        "target": sum(t.label == 1 for t in trials),
+        "nontarget": sum(t.label == 0 for t in trials),
+        "max_trials": MAX_THRESHOLD_TRIALS,
+    }
+    return {THRESHOLD_TRIALS_FILE: "".join(format_trial_line(t) for t in trials)}
+
+
 # ------------------------------------------------------------------------- option checking
 
 
@@ -360,7 +487,8 @@ def _check_common_options(splits, split_ratio, seg_dur, check_audio, n_jobs):
 
 
 def _check_folder_options(
-    trial_file, test_speakers, n_test_speakers, n_trials, min_utts_train, min_utts_test, splits
+    trial_file, test_speakers, n_test_speakers, n_trials, min_utts_train, min_utts_test, splits,
+    n_threshold_speakers=0,
 ):
     if test_speakers is not None and n_test_speakers is not None:
         raise ValueError("give test_speakers or n_test_speakers, not both")
@@ -381,6 +509,13 @@ def _check_folder_options(
     ):
         if value is not None and int(value) < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+    count = n_threshold_speakers
+    is_int = isinstance(count, numbers.Integral) and not isinstance(count, bool)
+    if not is_int or count < 0 or count == 1:
+        raise ValueError(
+            "n_threshold_speakers must be 0 (off) or an integer of at least 2 (speakers held "
+            f"out of training for threshold_trials.txt), got {count!r}"
+        )
 
 
 def _data_folders(data_folder):
@@ -496,6 +631,10 @@ def _parse_args(argv):
     folder.add_argument("--min-utts-train", type=int, default=2)
     folder.add_argument("--min-utts-test", type=int, default=2)
     folder.add_argument("--extensions", nargs="+", default=[".wav", ".flac", ".ogg"])
+    folder.add_argument(
+        "--n-threshold-speakers", type=int, default=0,
+        help="speakers left out of training for threshold_trials.txt (0: none)",
+    )
     return parser, parser.parse_args(argv)
 
 

@@ -13,12 +13,17 @@ To run:
         --threshold_trials=results/prepared/voxceleb/trials.txt --audio_root=/data/voxceleb1/wav
 With --threshold_trials, the EER threshold and the 1 % false-accept threshold on that
 list are stored in config.json (used by ``fefa-speechbrain verify``). Set them on speakers
-the model never saw in training (the recipe's ``prep_folder/threshold_trials.txt`` with
-``n_threshold_speakers``): thresholds from held-out clips of the training speakers accept
-and miss more on new speakers than their figures say. The descriptions name the trials
-truthfully: their speakers are compared with the training CSV's (``--threshold_speakers``
-declares them when it is gone). With --test_trials, the false-accept and miss rates those
-thresholds give on the test trials go into config.json and the card.
+the model never saw in training: thresholds from held-out clips of the training speakers
+accept and miss more on new speakers than their figures say. Without --threshold_trials,
+the experiment's ``prep_folder/threshold_trials.txt`` is used when the preparation wrote
+one (``n_threshold_speakers``: speakers left out of training for this), with the corpus
+the preparation read as audio root; its thresholds are described as set on "N held-out
+speakers unseen in training" after checking that none of them is in the training CSV.
+``--threshold_trials=none`` stores no thresholds. The descriptions name other lists
+truthfully too: their speakers are compared with the training CSV's
+(``--threshold_speakers`` declares them when it is gone). With --test_trials, the
+false-accept and miss rates those thresholds give on the test trials go into config.json
+and the card.
 """
 
 import argparse
@@ -26,7 +31,10 @@ import errno
 import json
 import sys
 
+from fefa_speechbrain.data.prepare import prepared_threshold_trials
 from fefa_speechbrain.export import export_pretrained
+from fefa_speechbrain.hparams import read_plain_hparams
+from fefa_speechbrain.inference.embedder import find_hparams_file
 
 LOAD_SNIPPET = """from speechbrain.inference.speaker import SpeakerRecognition
 model = SpeakerRecognition.from_hparams(source="{folder}", savedir=None)
@@ -42,8 +50,9 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", help="where to load and check the model")
     parser.add_argument(
         "--threshold_trials", default=None,
-        help="trial list, best of speakers not used in training (prep_folder/threshold_trials.txt): "
-        "its EER and 1%% false-accept thresholds go into config.json",
+        help="trial list, best of speakers not used in training: its EER and 1%% false-accept "
+        "thresholds go into config.json (default: the experiment's "
+        "prep_folder/threshold_trials.txt when its preparation wrote one; none: no thresholds)",
     )
     parser.add_argument(
         "--audio_root", default=None, help="folder the paths of --threshold_trials are under"
@@ -63,6 +72,40 @@ def parse_args(argv):
     )
     parser.add_argument("--batch_size", type=int, default=16, help="files per forward pass")
     return parser.parse_args(argv)
+
+
+def threshold_options(args):
+    """The threshold arguments of ``export_pretrained``: the ones given, or the experiment's
+    ``prep_folder/threshold_trials.txt`` (speakers its preparation left out of training)
+    when ``--threshold_trials`` is not given, or none (``--threshold_trials=none``)."""
+    given = {"threshold_trials": args.threshold_trials, "audio_root": args.audio_root,
+             "threshold_speakers": args.threshold_speakers}
+    if args.threshold_trials is not None:
+        if args.threshold_trials.lower() == "none":
+            return dict(given, threshold_trials=None)
+        return given
+    try:
+        hparams = read_plain_hparams(find_hparams_file(args.experiment_folder))
+    except FileNotFoundError:  # export_pretrained says what is missing
+        return given
+    prep_folder, data_folder = hparams.get("prep_folder"), hparams.get("data_folder")
+    if not isinstance(prep_folder, str):
+        return given
+    found = prepared_threshold_trials(
+        prep_folder, data_folder if isinstance(data_folder, str) else None
+    )
+    if found is None:
+        return given
+    if args.threshold_speakers == "training":
+        raise SystemExit(
+            f"export_pretrained.py: error: {found[0]} holds speakers the preparation left out "
+            "of training, not --threshold_speakers=training; give --threshold_trials for "
+            "another list"
+        )
+    path, root = found
+    print(f"Thresholds from {path} (speakers the preparation left out of training)")
+    return {"threshold_trials": path, "audio_root": args.audio_root or root,
+            "threshold_speakers": "unseen", "threshold_held_out": True}
 
 
 def write_failure(error, out_dir):
@@ -88,12 +131,12 @@ def write_failure(error, out_dir):
 
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])
+    thresholds = threshold_options(args)
     try:
         folder = export_pretrained(
             args.experiment_folder, args.out_dir, overwrite=args.overwrite, device=args.device,
-            threshold_trials=args.threshold_trials, audio_root=args.audio_root,
-            batch_size=args.batch_size, threshold_speakers=args.threshold_speakers,
-            test_trials=args.test_trials, test_audio_root=args.test_audio_root,
+            batch_size=args.batch_size, test_trials=args.test_trials,
+            test_audio_root=args.test_audio_root, **thresholds,
         )
     except (OSError, RuntimeError) as error:
         message = write_failure(error, args.out_dir)

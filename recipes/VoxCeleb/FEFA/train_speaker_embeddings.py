@@ -12,7 +12,10 @@ To run:
         --data_folder=... --precision=bf16
 Your own data (<root>/<speaker>/[<session>/]<utt>.<ext>):
     python train_speaker_embeddings.py hparams/train_thin_resnet34_gvlad.yaml \
-        --corpus=folder --data_folder=/data/my_speakers --verification_file=null
+        --corpus=folder --data_folder=/data/my_speakers --verification_file=null \
+        --n_test_speakers=20 --n_threshold_speakers=10
+(--n_threshold_speakers: speakers also left out of training, whose trials,
+prep_folder/threshold_trials.txt, export_pretrained.py sets its thresholds on)
 
 Authors
  * fefa-speechbrain contributors
@@ -20,6 +23,7 @@ Authors
 
 import atexit
 import functools
+import logging
 import os
 import sys
 
@@ -52,6 +56,8 @@ from fefa_speechbrain.hparams import (
 )
 from fefa_speechbrain.lobes.features import embed_waveforms
 from fefa_speechbrain.lobes.fefa import FEFA
+
+logger = logging.getLogger(__name__)
 
 
 def set_learning_rate(optimizer, lr):
@@ -206,7 +212,8 @@ def dataio_prep(hparams):
 
 
 def prepare_data(hparams):
-    """The data preparation the hparams ask for (idempotent): VoxCeleb or a speaker folder."""
+    """The data preparation the hparams ask for (idempotent): VoxCeleb or a speaker folder
+    (with ``n_threshold_speakers``, ``threshold_trials.txt`` of speakers left out of training)."""
     options = dict(
         save_folder=hparams["prep_folder"],
         verification_file=hparams["verification_file"],
@@ -217,11 +224,18 @@ def prepare_data(hparams):
         seed=hparams["seed"],
     )
     if hparams["corpus"] == "voxceleb":
+        if hparams["n_threshold_speakers"]:
+            logger.warning(
+                "n_threshold_speakers=%s is for corpus=folder; VoxCeleb keeps its own protocol "
+                "(set thresholds with export_pretrained.py --threshold_trials)",
+                hparams["n_threshold_speakers"],
+            )
         return prepare_voxceleb(hparams["data_folder"], **options)
     return prepare_folder_corpus(
         hparams["data_folder"],
         test_speakers=hparams["test_speakers"],
         n_test_speakers=hparams["n_test_speakers"],
+        n_threshold_speakers=hparams["n_threshold_speakers"],
         **options,
     )
 
