@@ -24,3 +24,19 @@ def _drop_unimportable_speechbrain_redirects():
 
 
 _drop_unimportable_speechbrain_redirects()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Runs ``fefa-speechbrain ARG...`` in this process: ``(exit status, stdout, stderr)``."""
+    from fefa_speechbrain.cli import main
+
+    def run(*argv):
+        status = main([str(arg) for arg in argv])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run

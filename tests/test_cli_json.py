@@ -7,22 +7,16 @@ import sys
 
 import pytest
 
-from fefa_speechbrain.cli import main
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "pretrained", "fefa-ecapa128-speechcommands")
 EXAMPLE = os.path.join(SHIPPED, "example")
 
 
-def run(capsys, *argv):
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
 
 @pytest.mark.parametrize("other, same", [("speaker1_go", True), ("speaker2_left", False)])
-def test_verify_json_and_exit_code(capsys, other, same):
+def test_verify_json_and_exit_code(run_cli, other, same):
     files = [f"{EXAMPLE}/speaker1_down.flac", f"{EXAMPLE}/{other}.flac"]
-    status, out, err = run(capsys, "verify", SHIPPED, *files, "--json", "--threads", 1)
+    status, out, err = run_cli("verify", SHIPPED, *files, "--json", "--threads", 1)
     assert status == 0, err
     result = json.loads(out)  # one object, nothing else on stdout
     config = json.load(open(os.path.join(SHIPPED, "config.json")))
@@ -31,16 +25,16 @@ def test_verify_json_and_exit_code(capsys, other, same):
     assert result["threshold_description"] == config["thresholds"]["eer"]["description"]
     assert result["same_speaker"] is same and (result["score"] >= result["threshold"]) is same
     assert result["decision"] == ("same speaker" if same else "different speakers")
-    status, out, _ = run(capsys, "verify", SHIPPED, *files, "--exit-code", "--threads", 1)
+    status, out, _ = run_cli("verify", SHIPPED, *files, "--exit-code", "--threads", 1)
     assert status == (0 if same else 2) and out.startswith(result["decision"])
-    status, out, _ = run(capsys, "verify", SHIPPED, *files, "--json", "--threshold=-1")
+    status, out, _ = run_cli("verify", SHIPPED, *files, "--json", "--threshold=-1")
     assert status == 0 and json.loads(out)["threshold_name"] is None
 
 
-def test_score_json(capsys, tmp_path):
+def test_score_json(run_cli, tmp_path):
     trials = tmp_path / "trials.txt"
     trials.write_text("1 speaker1_down.flac speaker1_go.flac\n0 speaker1_down.flac speaker2_left.flac\n")
-    status, out, err = run(capsys, "score", SHIPPED, trials, "--audio-root", EXAMPLE,
+    status, out, err = run_cli("score", SHIPPED, trials, "--audio-root", EXAMPLE,
                            "--output", tmp_path / "scores.txt", "--json")
     assert status == 0, err
     summary = json.loads(out)

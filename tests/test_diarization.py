@@ -120,24 +120,19 @@ def test_three_speakers_of_read_sentences(diarizer):
     assert _overlap(reference, result) >= 0.85
 
 
-def _cli(capsys, *argv):
-    code = main([str(arg) for arg in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
-
-def test_diarize_command_writes_one_rttm_per_recording_on_both_backends(tmp_path, capsys):
+def test_diarize_command_writes_one_rttm_per_recording_on_both_backends(tmp_path, run_cli):
     import soundfile as sf
 
     recording = tmp_path / "team call.wav"
     sf.write(recording, _example_recording().numpy(), 16000)
     sf.write(tmp_path / "quiet.wav", np.zeros(32000, dtype=np.float32), 16000)
-    code, out, _ = _cli(capsys, "diarize", MODEL, recording, tmp_path / "quiet.wav",
+    code, out, _ = run_cli("diarize", MODEL, recording, tmp_path / "quiet.wav",
                         "--output", tmp_path / "torch")
     assert code == 0 and "team call.wav: 2 speakers, 3 segments" in out
     assert "quiet.wav: 0 speakers, 0 segments" in out and "no speech found" in out
     assert (tmp_path / "torch" / "quiet.rttm").read_text() == ""
-    code, out, _ = _cli(capsys, "diarize", MODEL, recording, "--output", tmp_path / "onnx",
+    code, out, _ = run_cli("diarize", MODEL, recording, "--output", tmp_path / "onnx",
                         "--backend", "onnxruntime")
     assert code == 0
     torch_lines = (tmp_path / "torch" / "team_call.rttm").read_text().splitlines()
@@ -145,19 +140,19 @@ def test_diarize_command_writes_one_rttm_per_recording_on_both_backends(tmp_path
     assert len(torch_lines) == 3 and onnx_lines == torch_lines
 
 
-def test_diarize_command_refuses_clashing_names_and_bad_windows(tmp_path, capsys):
+def test_diarize_command_refuses_clashing_names_and_bad_windows(tmp_path, run_cli):
     import soundfile as sf
 
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         sf.write(tmp_path / folder / "call.wav", np.zeros(16000, dtype=np.float32), 16000)
-    code, _, err = _cli(capsys, "diarize", MODEL, tmp_path / "a" / "call.wav",
+    code, _, err = run_cli("diarize", MODEL, tmp_path / "a" / "call.wav",
                         tmp_path / "b" / "call.wav", "--output", tmp_path / "out")
     assert code == 1 and "would both be written to call.rttm" in err
-    code, _, err = _cli(capsys, "diarize", MODEL, tmp_path / "a" / "call.wav", "--output",
+    code, _, err = run_cli("diarize", MODEL, tmp_path / "a" / "call.wav", "--output",
                         tmp_path / "out", "--window", "1", "--shift", "2")
     assert code == 1 and "--shift 2.0 is longer than --window 1.0" in err
-    code, _, err = _cli(capsys, "diarize", MODEL, tmp_path / "a" / "call.wav", "--output",
+    code, _, err = run_cli("diarize", MODEL, tmp_path / "a" / "call.wav", "--output",
                         tmp_path / "a" / "call.wav")
     assert code == 1 and "is a file" in err
     with pytest.raises(SystemExit):

@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from fefa_speechbrain.cli import main
 from fefa_speechbrain.inference.gallery import Gallery, GalleryError, model_fingerprint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,49 +82,44 @@ def test_fingerprint_follows_the_weights():
     assert model_fingerprint(modules) != before
 
 
-def _cli(capsys, *argv):
-    code = main([str(arg) for arg in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
-
-def test_enroll_and_identify_on_the_shipped_examples(tmp_path, capsys):
+def test_enroll_and_identify_on_the_shipped_examples(tmp_path, run_cli):
     gallery = tmp_path / "people.json"
-    code, out, _ = _cli(capsys, "enroll", MODEL, "one", os.path.join(EXAMPLE, "speaker1_down.flac"),
+    code, out, _ = run_cli("enroll", MODEL, "one", os.path.join(EXAMPLE, "speaker1_down.flac"),
                         "--gallery", gallery)
     assert code == 0 and "enrolled one from 1 file" in out
-    code, out, _ = _cli(capsys, "enroll", MODEL, "two", os.path.join(EXAMPLE, "speaker2_left.flac"),
+    code, out, _ = run_cli("enroll", MODEL, "two", os.path.join(EXAMPLE, "speaker2_left.flac"),
                         "--gallery", gallery)
     assert code == 0 and "(2 speakers)" in out
-    code, _, err = _cli(capsys, "enroll", MODEL, "two", os.path.join(EXAMPLE, "speaker2_left.flac"),
+    code, _, err = run_cli("enroll", MODEL, "two", os.path.join(EXAMPLE, "speaker2_left.flac"),
                         "--gallery", gallery)
     assert code == 1 and "already enrolled" in err and "--replace" in err
     probe = os.path.join(EXAMPLE, "speaker1_go.flac")  # the other word of speaker 1
-    code, out, _ = _cli(capsys, "identify", MODEL, probe, "--gallery", gallery, "--json")
+    code, out, _ = run_cli("identify", MODEL, probe, "--gallery", gallery, "--json")
     result = json.loads(out)
     assert code == 0 and result["speaker"] == "one"
     assert [row["speaker"] for row in result["top"]] == ["one", "two"]
     assert result["top"][0]["score"] >= result["threshold"] > result["top"][1]["score"]
-    code, out, _ = _cli(capsys, "identify", MODEL, probe, "--gallery", gallery, "--threshold", "0.99",
+    code, out, _ = run_cli("identify", MODEL, probe, "--gallery", gallery, "--threshold", "0.99",
                         "--exit-code")
     assert code == 2 and out.startswith("none of them: the best match, one, scores")
 
 
-def test_identify_refuses_a_gallery_of_another_model_and_silence(tmp_path, capsys):
+def test_identify_refuses_a_gallery_of_another_model_and_silence(tmp_path, run_cli):
     import soundfile as sf
 
     gallery = tmp_path / "people.json"
-    assert _cli(capsys, "enroll", MODEL, "one", os.path.join(EXAMPLE, "speaker1_down.flac"),
+    assert run_cli("enroll", MODEL, "one", os.path.join(EXAMPLE, "speaker1_down.flac"),
                 "--gallery", gallery)[0] == 0
     silence = tmp_path / "silence.wav"
     sf.write(silence, np.zeros(16000, dtype=np.float32), 16000)
-    code, _, err = _cli(capsys, "identify", MODEL, silence, "--gallery", gallery)
+    code, _, err = run_cli("identify", MODEL, silence, "--gallery", gallery)
     assert code == 1 and "no speech found" in err
     data = json.loads(gallery.read_text(encoding="utf-8"))
     data["model"]["fingerprint"] = "0" * 64
     gallery.write_text(json.dumps(data), encoding="utf-8")
-    code, _, err = _cli(capsys, "identify", MODEL, os.path.join(EXAMPLE, "speaker1_go.flac"),
+    code, _, err = run_cli("identify", MODEL, os.path.join(EXAMPLE, "speaker1_go.flac"),
                         "--gallery", gallery)
     assert code == 1 and "made with another model" in err and str(gallery) in err
-    code, _, err = _cli(capsys, "identify", MODEL, silence, "--gallery", tmp_path / "none.json")
+    code, _, err = run_cli("identify", MODEL, silence, "--gallery", tmp_path / "none.json")
     assert code == 1 and "no gallery file" in err
