@@ -112,6 +112,8 @@ EXPERIMENTS.update({
     "ecapa128_everyday_utt": (ECAPA, dict(EVERYDAY, feature_norm="utterance")),
     "ecapa128_everyday_none": (ECAPA, dict(EVERYDAY, fefa="none")),
     "ecapa128_everyday_e20": (ECAPA, dict(EVERYDAY, number_of_epochs=20)),
+    # each frame's mean removed before the window (Spectrogram(remove_dc=True))
+    "ecapa128_everyday_dc": (ECAPA, dict(EVERYDAY, remove_dc=True)),
     "ecapa128_reverb_utt": (ECAPA, dict(ECAPA128, **only("augment_reverb"), head="aam",
                                         feature_norm="utterance")),
 })

@@ -34,7 +34,7 @@ CHOICES = {
 AUGMENTATIONS = ("augment_speed", "augment_noise", "augment_babble", "augment_reverb",
                  "augment_drop_freq", "augment_coloured_noise", "augment_band_limit",
                  "augment_bit_depth", "augment_codec", "augment_clip")
-FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "emb_relu",
+FLAGS = ("skip_prep", "fefa_rescale", "augment", "power_spectrum", "log_spectrum", "remove_dc", "emb_relu",
          "random_channel", "allow_outside_root") + AUGMENTATIONS
 POSITIVE_NUMBERS = ("sentence_len", "seg_dur", "lr", "lr_final", "width", "aam_scale",
                     "fefa_lr_multiplier")
