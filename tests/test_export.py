@@ -364,7 +364,7 @@ def test_inference_yaml_from_unresolved_recipe_builds():
     text = make_inference_yaml((HPARAMS / "train_ecapa_fefa.yaml").read_text())
     assert set(YAML(typ="rt").load(text)) == {
         "fefa", "fefa_kernel", "fefa_apply", "fefa_rescale", "sample_rate", "n_speakers",
-        "emb_dim", "ecapa_channels", "power_spectrum", "log_spectrum", "head", "feature_norm",
+        "emb_dim", "ecapa_channels", "power_spectrum", "log_spectrum", "remove_dc", "head", "feature_norm",
         "compute_features", "mean_var_norm", "ecapa", "embedding_model", "classifier",
         "audio_normalizer", "modules", "label_encoder", "pretrainer",
     }
