@@ -25,6 +25,11 @@ def _drop_unimportable_speechbrain_redirects():
 
 _drop_unimportable_speechbrain_redirects()
 
+# Old import paths that are the moved modules themselves (sys.modules aliases): their
+# doctests are collected from the new files, and pytest cannot import an alias as a file.
+collect_ignore = [f"fefa_speechbrain/evaluation/{name}.py" for name in (
+    "inference", "model_source", "embedding_files", "input_length")]
+
 
 import pytest  # noqa: E402
 
