@@ -180,7 +180,7 @@ def test_bad_input_one_error_line(setup, capsys, argv, message):
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "fefa_speechbrain", "--help"],
                             capture_output=True, text=True, timeout=120, cwd="/")
-    assert result.returncode == 0 and "embed,score,verify,export" in result.stdout
+    assert result.returncode == 0 and "embed,score,verify,diarize,enroll,identify,export" in result.stdout
 
 
 def test_export_script_stores_and_prints_thresholds(setup, capsys, monkeypatch):
