@@ -373,9 +373,9 @@ def build_parser():
     count.add_argument("--max-speakers", type=positive_int, default=None,
                        help="the most speakers to estimate (8)")
     diarize.add_argument("--window", type=positive_float, default=None,
-                         help="window length in seconds (1.5)")
+                         help="window length in seconds (2.0)")
     diarize.add_argument("--shift", type=positive_float, default=None,
-                         help="window shift in seconds (0.75)")
+                         help="window shift in seconds (1.0)")
     with_runtime(diarize)
 
     enroll = with_model("enroll", "Enrol a speaker in a gallery from audio files (the mean of "

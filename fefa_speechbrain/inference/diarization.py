@@ -3,8 +3,9 @@
 :class:`Diarizer` is the pipeline, one object with one call from a waveform or a path to
 speaker segments; :func:`cluster` is SpeechBrain's spectral clustering with the number
 of speakers estimated by the eigengap, then merged while two clusters' centroids are as
-close as one speaker's. The default settings were chosen on simulated conversations of
-training speakers (``benchmarks/bench_diarization.py --dev``, ``docs/recordings.md``).
+close as one speaker's. The defaults (2 s windows every 1 s, rows pruned to 15 %, merge at
+0.8) were chosen on simulated conversations of training-side speakers
+(``benchmarks/bench_diarization.py --dev``, ``docs/recordings.md``).
 """
 
 import math
@@ -18,12 +19,12 @@ import torch
 from fefa_speechbrain.atomic import atomic_write_text
 from fefa_speechbrain.inference.vad import SAMPLE_RATE, speech_regions
 
-WINDOW_SECONDS = 1.5
-SHIFT_SECONDS = 0.75
+WINDOW_SECONDS = 2.0
+SHIFT_SECONDS = 1.0
 MIN_WINDOW_SECONDS = 0.25  # Silero's shortest speech region
-PRUNING = 0.3  # share of each row of the affinity matrix kept (SpeechBrain's p_val)
+PRUNING = 0.15  # share of each row of the affinity matrix kept (SpeechBrain's p_val)
 MIN_NEIGHBOURS = 6  # at least this many neighbours kept per row on short recordings
-MERGE_THRESHOLD = 0.6  # clusters whose centroids are closer than this are one speaker
+MERGE_THRESHOLD = 0.8  # clusters whose centroids are closer than this are one speaker
 MAX_SPEAKERS = 8
 WINDOWS_PER_BATCH = 64  # windows embedded per forward pass (bounded memory)
 
