@@ -152,3 +152,11 @@ def test_open_set_rates_count_impostors_above_the_threshold():
     trials = [(0.8, True), (0.7, False), (0.5, True), (0.9, None), (0.3, None), (0.2, None)]
     rates = bench.open_set_rates(trials, 0.6)
     assert rates == {"rank1": 2 / 3, "open_set_accept": 1 / 3, "impostor_far": 1 / 3}
+
+
+def test_der_components_with_pyannote():
+    pytest.importorskip("pyannote.metrics")  # a benchmark dependency, not the package's
+    ref = [(0.0, 2.0, "a"), (3.0, 5.0, "b")]
+    out = bench.der_components(ref, [(0.0, 2.0, "x"), (3.0, 5.0, "x")], 6.0)
+    assert {k: round(v, 3) for k, v in out["none"].items()} == {
+        "missed": 0.0, "false_alarm": 0.0, "confusion": 2.0, "total": 4.0}
