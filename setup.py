@@ -23,6 +23,7 @@ setup(
         "sentencepiece",
         "matplotlib",
         "silero-vad",  # voice activity; its model ships in the wheel (MIT)
+        "scikit-learn",  # diarization: SpeechBrain's spectral clustering and k-means use it
     ],
     extras_require={
         "test": ["pytest", "hypothesis"],
