@@ -37,21 +37,21 @@ class FolderProblem(Exception):
 
 
 def pretrainer_files(folder):
-    """The files the yaml's pretrainer loads: ``<key>.ckpt`` per loadable, or its ``paths``."""
+    """The files the yaml's SpeechBrain ``Pretrainer`` loads: ``paths[key]``, else ``<key>.ckpt``."""
+    from hyperpyyaml import load_hyperpyyaml
+
     path = os.path.join(folder, "hyperparams.yaml")
     if not os.path.isfile(path):
         raise FolderProblem(f"{path} is missing: not a SpeechBrain pretrained folder")
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    block = re.search(r"^pretrainer:.*?\n((?:[ \t]+.*\n?)*)", text, flags=re.M)
-    if block is None:
-        raise FolderProblem(f"{path} has no pretrainer: from_hparams would load no weights")
-    loadables = re.search(r"^([ \t]+)loadables:\s*\n((?:\1[ \t]+.*\n?)*)", block.group(1), flags=re.M)
-    keys = re.findall(r"^[ \t]+(\w+):", loadables.group(2), flags=re.M) if loadables else []
-    if not keys:
-        raise FolderProblem(f"{path}: the pretrainer lists no loadables")
-    paths = dict(re.findall(r"^[ \t]+(\w+):\s*(\S+\.ckpt)\s*$", block.group(1), flags=re.M))
-    return {key: paths.get(key, f"{key}.ckpt") for key in keys}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            pretrainer = load_hyperpyyaml(handle).get("pretrainer")
+    except Exception as error:  # any yaml that does not build is the finding
+        raise FolderProblem(f"{path} does not load: {type(error).__name__}: "
+                            f"{' '.join(str(error).split())[:300]}") from error
+    if pretrainer is None or not pretrainer.loadables:
+        raise FolderProblem(f"{path} has no pretrainer loadables: from_hparams would load no weights")
+    return {key: str(pretrainer.paths.get(key, f"{key}.ckpt")) for key in pretrainer.loadables}
 
 
 def check_files(folder):

@@ -114,8 +114,8 @@ def cluster(embeddings, num_speakers=None, max_speakers=MAX_SPEAKERS, pruning=PR
     affinity = 0.5 * (affinity + affinity.T)
     oracle = None if num_speakers is None else min(num_speakers, n)
     spectral_embeddings, k = spectral.get_spec_embs(spectral.get_laplacian(affinity), oracle)
-    k = min(k, k_max) if oracle is None else k
-    _, labels, _ = k_means(spectral_embeddings[:, :k], k, random_state=seed, n_init=10)
+    # SpeechBrain's cluster_embs runs k-means unseeded: seeded here, so labels repeat
+    _, labels, _ = k_means(spectral_embeddings, k, random_state=seed, n_init=10)
     if num_speakers is None:
         labels = _merge_close(unit, labels, merge_threshold)
     return _by_first_appearance(labels)
