@@ -136,6 +136,18 @@ EXPERIMENTS["vggm_conv_single_fefalr10"] = ("train_vggm_tap.yaml",
 # Wider: the shipped model's settings at 256 channels (about 3.4 M parameters; about four
 # times the compute of a step at 128 channels).
 EXPERIMENTS["ecapa256_aam"] = (ECAPA, dict(ECAPA128, ecapa_channels=256, head="aam"))
+# The model zoo (issue 26): the paper's four systems with FEFA(S) at the CNN protocol above
+# (CNN10), with the front-end the everyday-audio work settled (each frame's mean removed)
+# and decision thresholds set on the 17 held-out speakers of THRESHOLD_SLICE. Without
+# augmentation: SpeechBrain's Augmenter doubles a step, and a CNN step already costs four
+# times ECAPA-TDNN's (0.1).
+ZOO = dict(CNN10, fefa="single", remove_dc=True, threshold_slice="f")
+EXPERIMENTS.update({
+    "zoo_vggm_tap": ("train_vggm_tap.yaml", dict(ZOO)),
+    "zoo_tr34_tap": (TR34, dict(ZOO)),
+    "zoo_tr34_gvlad": (GVLAD, dict(ZOO)),
+    "zoo_setr34_tap": ("train_thin_seresnet34_tap.yaml", dict(ZOO)),
+})
 EXPERIMENTS.update({
     "ecapa256_single_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="single")),
     "ecapa256_none_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="none")),
