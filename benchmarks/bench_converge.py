@@ -148,6 +148,11 @@ EXPERIMENTS.update({
     "zoo_tr34_gvlad": (GVLAD, dict(ZOO)),
     "zoo_setr34_tap": ("train_thin_seresnet34_tap.yaml", dict(ZOO)),
 })
+# The same with the everyday-audio augmentations of EVERYDAY (each augmented copy gets 1-2
+# of them; SpeechBrain's Augmenter keeps the clean batch beside it, doubling a step).
+ZOO_EVERYDAY = dict(ZOO, augment=True, **{k: v for k, v in EVERYDAY.items() if k.startswith("augment_")})
+EXPERIMENTS.update({f"{name}_everyday": (EXPERIMENTS[name][0], dict(ZOO_EVERYDAY)) for name in (
+    "zoo_vggm_tap", "zoo_tr34_tap", "zoo_tr34_gvlad", "zoo_setr34_tap")})
 EXPERIMENTS.update({
     "ecapa256_single_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="single")),
     "ecapa256_none_rc": (ECAPA, dict(CONVERGE, ecapa_channels=256, fefa="none")),
