@@ -32,7 +32,7 @@ import protocol
 from fefa_speechbrain.data.audio import load_audio
 from fefa_speechbrain.data.rir import synthetic_rir
 from fefa_speechbrain.data.trials import read_trials, trial_files
-from fefa_speechbrain.evaluation.metrics import compute_eer
+from fefa_speechbrain.evaluation.metrics import compute_eer, compute_min_dcf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
@@ -175,7 +175,13 @@ def _unit(matrix):
 
 
 def trial_eer(model, trials, audio, test_audio=None):
-    """EER of ``trials``; the test side from ``test_audio`` (path -> wav) when given."""
+    """(EER, its threshold) of ``trials``; the test side from ``test_audio`` (path -> wav)
+    when given."""
+    return compute_eer(*trial_scores(model, trials, audio, test_audio))
+
+
+def trial_scores(model, trials, audio, test_audio=None):
+    """(cosine scores, labels) of ``trials``, as :func:`trial_eer` takes them."""
     files = trial_files(trials)
     index = {path: row for row, path in enumerate(files)}
     clean = _unit(model.embed([audio[p] for p in files]))
@@ -183,8 +189,14 @@ def trial_eer(model, trials, audio, test_audio=None):
     enrol = np.array([index[t.enrol] for t in trials])
     other = np.array([index[t.test] for t in trials])
     scores = np.sum(clean[enrol] * test[other], axis=1)
-    labels = np.array([t.label for t in trials])
-    return compute_eer(scores, labels)
+    return scores, np.array([t.label for t in trials])
+
+
+def clean_results(model, trials, audio):
+    """``clean_eer`` and ``clean_min_dcf`` (p_target 0.01) of ``trials``."""
+    scores, labels = trial_scores(model, trials, audio)
+    return {"clean_eer": compute_eer(scores, labels)[0],
+            "clean_min_dcf": compute_min_dcf(scores, labels, p_target=0.01)[0]}
 
 
 def choose_clips(trials, count=N_CLIPS, seed=0):
@@ -249,7 +261,7 @@ def run(args, log):
             "threshold_source": "stored eer" if model.threshold is not None
             else "EER threshold on the threshold slice (this run)",
             "threshold_slice_eer": threshold_eer,
-            "clean_eer": trial_eer(model, protocol_trials, audio)[0],
+            **clean_results(model, protocol_trials, audio),
             "persian_eer": trial_eer(model, persian, audio)[0],
             "conditions": {},
         }

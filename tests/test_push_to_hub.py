@@ -24,10 +24,16 @@ def _copy(tmp_path):
     return folder
 
 
-def test_the_shipped_folder_is_ready(push, capsys):
-    assert push.main([SHIPPED, "owner/fefa-ecapa128", "--dry-run"]) == 0
+FOLDERS = sorted(name for name in os.listdir(os.path.join(REPO, "pretrained"))
+                 if os.path.isfile(os.path.join(REPO, "pretrained", name, "hyperparams.yaml")))
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_every_shipped_folder_is_ready(push, capsys, name):
+    folder = os.path.join(REPO, "pretrained", name)
+    assert push.main([folder, f"owner/{name}", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "ready for owner/fefa-ecapa128" in out and "3 example clips embedded" in out
+    assert f"ready for owner/{name}" in out and "3 example clips embedded" in out
 
 
 def _problems(push, capsys, folder):
