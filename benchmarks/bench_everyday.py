@@ -323,15 +323,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="1/20 of the test trials")
     parser.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results", "everyday"))
     args = parser.parse_args(argv)
-    try:
-        args.model = [tuple(spec.split("=", 1)) for spec in args.model]
-        assert all(len(spec) == 2 and all(spec) for spec in args.model)
-    except AssertionError:
-        parser.error("--model takes NAME=PATH")
+    args.model = protocol.named_paths(parser, args.model, "NAME=PATH")
     result = run(args, lambda message: print(f"[everyday] {message}", flush=True))
-    protocol.write_json(args.output + ".json", result)
-    protocol.write_markdown(args.output + ".md", markdown(result))
-    print(markdown(result))
+    protocol.write_results(args.output, result, markdown(result))
 
 
 if __name__ == "__main__":

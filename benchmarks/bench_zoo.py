@@ -334,15 +334,9 @@ def main(argv=None):
                         help="write these models' README.md (their folders hold "
                              "attention.png and attention_mean.npy)")
     args = parser.parse_args(argv)
-    try:
-        args.model = [tuple(spec.split("=", 1)) for spec in args.model]
-        assert all(len(spec) == 2 and all(spec) for spec in args.model)
-    except AssertionError:
-        parser.error("--model takes NAME=FOLDER")
+    args.model = protocol.named_paths(parser, args.model, "NAME=FOLDER")
     result = run(args, lambda message: print(f"[zoo] {message}", flush=True))
-    protocol.write_json(args.output + ".json", result)
-    protocol.write_markdown(args.output + ".md", markdown(result))
-    print(markdown(result))
+    protocol.write_results(args.output, result, markdown(result))
     for name in args.cards:
         write_card(name, result, args, lambda message: print(f"[zoo] {message}", flush=True))
 

@@ -344,3 +344,25 @@ def write_json(path, data):
 def write_markdown(path, text):
     """Writes markdown text (with a final newline), atomically."""
     atomic_write_text(path, text.rstrip("\n") + "\n")
+
+
+def named_paths(parser, specs, what="NAME=PATH"):
+    """``["a=x", "b=y"]`` -> ``[("a", "x"), ("b", "y")]``; anything else is a usage error.
+
+    Example
+    -------
+    >>> import argparse
+    >>> named_paths(argparse.ArgumentParser(), ["ours=runs/a", "zoo=pretrained/b=c"])
+    [('ours', 'runs/a'), ('zoo', 'pretrained/b=c')]
+    """
+    pairs = [tuple(spec.split("=", 1)) for spec in specs]
+    if not all(len(pair) == 2 and all(pair) for pair in pairs):
+        parser.error(f"--model takes {what}")
+    return pairs
+
+
+def write_results(output, result, text):
+    """``<output>.json`` (``result``) and ``<output>.md`` (``text``), then ``text`` printed."""
+    write_json(output + ".json", result)
+    write_markdown(output + ".md", text)
+    print(text)
