@@ -241,6 +241,37 @@ def _flag(command, key, default=None):
                  if part.startswith(f"--{key}=")), default)
 
 
+def _reflow(text, width=92):
+    """Markdown with its plain paragraphs refilled to ``width`` (code, tables, headings,
+    lists and the front-matter as they are)."""
+    import textwrap
+
+    out, paragraph, fenced = [], [], False
+
+    def flush():
+        if paragraph:
+            out.extend(textwrap.wrap(" ".join(paragraph), width, break_on_hyphens=False,
+                                     break_long_words=False))
+            paragraph.clear()
+
+    lines = text.split("\n")
+    if lines[0] == "---":  # the front-matter, up to its closing line, as it is
+        end = lines.index("---", 1) + 1
+        out, lines = lines[:end], lines[end:]
+    for line in lines:
+        plain = (not fenced and line.strip() and not line.startswith(("#", "|", "-", "!", "`" * 3, " "))
+                 and not line[0].isdigit())
+        if plain:
+            paragraph.append(line.strip())
+            continue
+        flush()
+        if line.startswith("`" * 3):
+            fenced = not fenced
+        out.append(line)
+    flush()
+    return "\n".join(out)
+
+
 def write_card(name, result, args, log):
     """README.md of one zoo folder, from ``zoo_card.md`` and this run's measurements."""
     from fefa_speechbrain.atomic import atomic_write_text
@@ -314,7 +345,7 @@ def write_card(name, result, args, log):
         example_different=float(emb[0] @ emb[2]), experiment=config["source_experiment"],
         train_command=_wrapped(train),
         versus_ecapa=versus_ecapa, onnx_text=onnx_text, augmentation_text=augmentation_text, noise_limit=noise_limit, n_steps=n_steps)
-    atomic_write_text(os.path.join(folder, "README.md"), text)
+    atomic_write_text(os.path.join(folder, "README.md"), _reflow(text))
     log(f"{name}: card written ({os.path.join(folder, 'README.md')})")
 
 

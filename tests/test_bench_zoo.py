@@ -70,3 +70,18 @@ def test_rtf_of_the_shipped_folder_in_pytorch_and_onnx_runtime(tmp_path):
     assert all(0 < value < 5 for value in rtf["ecapa"].values())
     if not os.path.isfile(os.path.join(folder, bench_zoo.GRAPH)):  # exported for the run
         assert (tmp_path / "fefa-ecapa128-speechcommands.onnx").is_file()
+
+
+def test_reflow_refills_paragraphs_and_keeps_the_rest():
+    text = ("---\nlicense: cc-by-4.0\ntags:\n- x\n---\n\n# Title\n\n" + "word " * 40
+            + "\nmore\n\n```bash\nlong command " + "x" * 100 + "\n\nstill code\n```\n\n"
+            "| a | b |\n|---|---|\n\n- item\n  continued\n")
+    out = bench_zoo._reflow(text, width=50)
+    lines = out.split("\n")
+    assert lines[:5] == ["---", "license: cc-by-4.0", "tags:", "- x", "---"]
+    start = lines.index("# Title") + 2
+    body = lines[start:lines.index("", start)]
+    assert len(body) > 1 and all(len(line) <= 50 for line in body)
+    assert " ".join(body) == ("word " * 40).strip() + " more"
+    assert "long command " + "x" * 100 in lines and "still code" in lines
+    assert "| a | b |" in lines and "  continued" in lines
