@@ -18,6 +18,7 @@ python benchmarks/bench_zoo.py --model ecapa=pretrained/fefa-ecapa128-speechcomm
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -260,7 +261,7 @@ def _reflow(text, width=92):
         out, lines = lines[:end], lines[end:]
     for line in lines:
         plain = (not fenced and line.strip() and not line.startswith(("#", "|", "-", "!", "`" * 3, " "))
-                 and not line[0].isdigit())
+                 and not re.match(r"\d+\. ", line))
         if plain:
             paragraph.append(line.strip())
             continue

@@ -74,7 +74,7 @@ def test_rtf_of_the_shipped_folder_in_pytorch_and_onnx_runtime(tmp_path):
 
 def test_reflow_refills_paragraphs_and_keeps_the_rest():
     text = ("---\nlicense: cc-by-4.0\ntags:\n- x\n---\n\n# Title\n\n" + "word " * 40
-            + "\nmore\n\n```bash\nlong command " + "x" * 100 + "\n\nstill code\n```\n\n"
+            + "\n10 more\n\n1. first\n2. second\n\n```bash\nlong command " + "x" * 100 + "\n\nstill code\n```\n\n"
             "| a | b |\n|---|---|\n\n- item\n  continued\n")
     out = bench_zoo._reflow(text, width=50)
     lines = out.split("\n")
@@ -82,6 +82,7 @@ def test_reflow_refills_paragraphs_and_keeps_the_rest():
     start = lines.index("# Title") + 2
     body = lines[start:lines.index("", start)]
     assert len(body) > 1 and all(len(line) <= 50 for line in body)
-    assert " ".join(body) == ("word " * 40).strip() + " more"
+    assert " ".join(body) == ("word " * 40).strip() + " 10 more"
+    assert "1. first" in lines and "2. second" in lines
     assert "long command " + "x" * 100 in lines and "still code" in lines
     assert "| a | b |" in lines and "  continued" in lines
