@@ -27,7 +27,7 @@ def test_markdown_has_one_row_per_model_with_the_peer_cells_empty():
     text = bench_zoo.markdown(result)
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(rows) == 3  # header and two models
-    assert rows[1].split(" | ")[1:6] == ["VGG-M", "TAP", "FEFA(S)", "1.50 M", "3.0 MB"]
+    assert rows[1].split(" | ")[1:6] == ["VGG-M", "TAP", "FEFA(S)", "1.50 M", "3.1 MB"]
     assert "12.13 %" in rows[1] and "43 %" in rows[1] and "0.0018" in rows[1]
     assert rows[2].startswith("| MFCC mean+std | - | - | - | - | - | 23.68 %")
     assert rows[2].rstrip(" |").endswith("-")  # no ONNX Runtime figure for a peer
@@ -36,9 +36,11 @@ def test_markdown_has_one_row_per_model_with_the_peer_cells_empty():
 def test_versus_names_the_measures_each_way():
     ecapa = dict(ROW, test_eer=0.078, test_min_dcf=0.45, persian_eer=0.07, keep_noise20=0.62)
     assert "better on every quality measure" in bench_zoo.versus(ROW, ecapa)
-    mixed = bench_zoo.versus(dict(ROW, keep_noise20=0.9, persian_eer=0.07), ecapa)
+    mixed = bench_zoo.versus(dict(ROW, keep_noise20=0.9, persian_eer=0.06), ecapa)
     assert "better on Persian EER, keep at 20 dB" in mixed
     assert "worse on test EER, minDCF" in mixed
+    tied = bench_zoo.versus(dict(ROW, keep_noise20=0.62), ecapa)
+    assert "equal on keep at 20 dB; worse on test EER, minDCF, Persian EER" in tied
     assert bench_zoo.versus(ROW, None) == ""
 
 
