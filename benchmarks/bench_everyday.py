@@ -116,7 +116,7 @@ class OurModel:
         from fefa_speechbrain.inference.model_source import load_model
 
         model = load_model(path)
-        self.name, self.path = name, path
+        self.name, self.path, self.model = name, path, model
         self.embedder = SpeakerEmbedder(model.modules)
         thresholds = model.thresholds
         self.threshold = thresholds["eer"]["value"] if "eer" in thresholds else None

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import bench_everyday
 import protocol
 from fefa_speechbrain.data.audio import load_audio
 from fefa_speechbrain.data.trials import read_trials, trial_files
+from fefa_speechbrain.graph_export import export_waveform_graph, onnx_session
 
 REPO = bench_everyday.REPO
 RTF_SECONDS = 10.0
@@ -73,52 +73,38 @@ def median_seconds(function, repeats):
     return statistics.median(times)
 
 
-def onnx_session(path, threads=1):
-    """An ONNX Runtime session of a waveform graph on ``threads`` threads."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = threads
-    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def folder_facts(path):
-    """Backbone, aggregation, FEFA, parameters and size of one pretrained folder."""
-    from fefa_speechbrain.inference.model_source import load_model
-
-    model = load_model(path)
-    name = model.config.get("model_name", "?")
-    backbone, aggregation = ARCHITECTURES.get(name, (name, "?"))
-    embedding_model = model.modules["embedding_model"]
+def folder_facts(model):
+    """Backbone, aggregation, FEFA, parameters and size of one pretrained folder
+    (:class:`bench_everyday.OurModel`)."""
+    config = model.model.config
+    backbone, aggregation = ARCHITECTURES.get(config.get("model_name"), (config.get("model_name", "?"), "?"))
+    embedding_model = model.model.modules["embedding_model"]
     size = sum(os.path.getsize(os.path.join(root, f))
-               for root, _, names in os.walk(path) for f in names)
-    return {"backbone": backbone, "aggregation": aggregation,
-            "fefa": model.config.get("fefa", "?"),
+               for root, _, names in os.walk(model.path) for f in names)
+    return {"backbone": backbone, "aggregation": aggregation, "fefa": config.get("fefa", "?"),
             "parameters": sum(p.numel() for p in embedding_model.parameters()),
-            "size_bytes": size, "graph": os.path.isfile(os.path.join(path, GRAPH))}
+            "size_bytes": size, "graph": os.path.isfile(os.path.join(model.path, GRAPH))}
 
 
-def graph_of(folder, scratch):
-    """The folder's ``embedding.onnx``, or one exported into ``scratch`` by the command line
-    (``fefa-speechbrain export``) where the folder ships none."""
-    graph = os.path.join(folder, GRAPH)
-    if os.path.isfile(graph):
-        return graph
-    graph = os.path.join(scratch, os.path.basename(os.path.normpath(folder)) + ".onnx")
-    subprocess.run([sys.executable, "-m", "fefa_speechbrain", "export", folder, "--format", "onnx",
-                    "--output", graph], check=True, stdout=subprocess.DEVNULL)
+def graph_of(model, scratch):
+    """The folder's ``embedding.onnx``, or, where it ships none, the same graph exported into
+    ``scratch`` (``export_waveform_graph``, as ``fefa-speechbrain export`` writes it)."""
+    graph = os.path.join(model.path, GRAPH)
+    if not os.path.isfile(graph):
+        graph = os.path.join(scratch, os.path.basename(os.path.normpath(model.path)) + ".onnx")
+        export_waveform_graph(model.model.modules, graph, "onnx", model.model.sample_rate)
     return graph
 
 
-def speeds(models, folders, wav, repeats, scratch):
-    """RTF of ``wav`` per model: PyTorch (or the peer's own code) and ONNX Runtime."""
+def speeds(models, wav, repeats, scratch):
+    """RTF of ``wav`` per model: PyTorch (or the peer's own code) and, for our folders
+    (:class:`bench_everyday.OurModel`), ONNX Runtime."""
     out = {}
     seconds = len(wav) / bench_everyday.RATE
     for model in models:
         row = {"pytorch": median_seconds(lambda: model.embed([wav]), repeats) / seconds}
-        folder = folders.get(model.name)
-        if folder is not None:
-            session = onnx_session(graph_of(folder, scratch))
+        if isinstance(model, bench_everyday.OurModel):
+            session, _ = onnx_session(graph_of(model, scratch))
             feed = {"wavs": wav[None], "lengths": np.ones(1, np.float32)}
             row["onnxruntime"] = median_seconds(lambda: session.run(None, feed), repeats) / seconds
         out[model.name] = row
@@ -131,7 +117,6 @@ def run(args, log):
         model=args.model, peers=args.peers, conditions=[NOISE], eer_conditions=[],
         data_folder=args.data_folder, runs_dir=args.runs_dir, threads=1, quick=args.quick)
     quality = bench_everyday.run(everyday_args, log)
-    folders = dict(args.model)
     models = [bench_everyday.OurModel(name, path) for name, path in args.model]
     if "resemblyzer" in args.peers:
         models.append(bench_everyday.Resemblyzer())
@@ -139,10 +124,11 @@ def run(args, log):
         models.append(bench_everyday.MFCCBaseline())
     trials = read_trials(os.path.join(args.runs_dir, "prepared", "trials.txt"), args.data_folder)
     with tempfile.TemporaryDirectory() as scratch:
-        rtf = speeds(models, folders, long_utterance(trials, args.data_folder), args.repeats, scratch)
+        rtf = speeds(models, long_utterance(trials, args.data_folder), args.repeats, scratch)
+    ours = {model.name: model for model in models if isinstance(model, bench_everyday.OurModel)}
     rows = {}
     for name, row in quality["models"].items():
-        facts = folder_facts(folders[name]) if name in folders else {}
+        facts = folder_facts(ours[name]) if name in ours else {}
         rows[name] = dict(facts, path=row["path"], threshold=row["threshold"],
                           threshold_source=row["threshold_source"],
                           test_eer=row["clean_eer"], test_min_dcf=row["clean_min_dcf"],
@@ -302,11 +288,10 @@ def write_card(name, result, args, log):
     """README.md of one zoo folder, from ``zoo_card.md`` and this run's measurements."""
     from fefa_speechbrain.atomic import atomic_write_text
     from fefa_speechbrain.export import threshold_rates_table
-    from fefa_speechbrain.inference.model_source import load_model
 
     folder = dict(args.model)[name]
-    model = load_model(folder)
-    config = model.config
+    ours = bench_everyday.OurModel(name, folder)
+    config = ours.model.config
     run = os.path.join(args.runs_dir, config["source_experiment"])
     with open(os.path.join(run, "converge_run.json"), encoding="utf-8") as fin:
         record = json.load(fin)
@@ -316,9 +301,8 @@ def write_card(name, result, args, log):
     others = {n: r for n, r in result["models"].items() if "backbone" not in r or n == ECAPA_NAME}
     table = markdown(dict(result, models={name: row, **others})).split("\n\n", 2)[2]
     examples = os.path.join(folder, "example")
-    ours = bench_everyday.OurModel(name, folder)
-    wavs = [load_audio(os.path.join(examples, f), sample_rate=bench_everyday.RATE).numpy()
-            for f in ("speaker1_down.flac", "speaker1_go.flac", "speaker2_left.flac")]
+    wavs = [load_audio(os.path.join(examples, f"{clip}.flac"), sample_rate=bench_everyday.RATE).numpy()
+            for clip in EXAMPLES]
     emb = bench_everyday._unit(ours.embed(wavs))
     example_text = examples_text(emb, config["thresholds"]["eer"]["value"], row["test_eer"])
     mean = np.load(os.path.join(folder, "attention_mean.npy"))

@@ -218,7 +218,7 @@ def pad_to_min_frames(feats, lengths, min_frames):
 def _load_graph(path, threads):
     """(is_onnx, ONNX Runtime session or TorchScript module, metadata) of an exported file."""
     if path.endswith(".onnx"):
-        session, metadata = _onnx_session(path, threads)
+        session, metadata = onnx_session(path, threads)
         return True, session, metadata
     files = {METADATA_FILE: ""}
     with warnings.catch_warnings():
@@ -263,7 +263,8 @@ class GraphModel:
         return embedding.unsqueeze(1)
 
 
-def _onnx_session(path, threads):
+def onnx_session(path, threads=1):
+    """(ONNX Runtime session on the CPU with ``threads`` threads, the graph's metadata)."""
     try:
         import onnxruntime
     except ImportError as error:

@@ -67,7 +67,7 @@ def test_rtf_of_the_shipped_folder_in_pytorch_and_onnx_runtime(tmp_path):
     folder = str(REPO / "pretrained" / "fefa-ecapa128-speechcommands")
     model = bench_everyday.OurModel("ecapa", folder)
     wav = np.random.default_rng(0).standard_normal(16000 * 2).astype(np.float32) * 0.1
-    rtf = bench_zoo.speeds([model], {"ecapa": folder}, wav, repeats=1, scratch=str(tmp_path))
+    rtf = bench_zoo.speeds([model], wav, repeats=1, scratch=str(tmp_path))
     assert set(rtf["ecapa"]) == {"pytorch", "onnxruntime"}
     assert all(0 < value < 5 for value in rtf["ecapa"].values())
     if not os.path.isfile(os.path.join(folder, bench_zoo.GRAPH)):  # exported for the run
